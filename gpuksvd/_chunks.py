@@ -1,0 +1,32 @@
+"""Split the P locations into chunks that fit a memory budget.
+
+Locations are independent problems, so processing them in chunks gives exactly the same result
+as processing them together; only peak memory changes.
+"""
+from __future__ import annotations
+
+import torch
+
+#: Default working-memory budget on the CPU, in bytes, when the caller sets none.
+CPU_DEFAULT_BUDGET = 2 * 1024**3
+
+
+def default_budget(device: torch.device) -> int:
+    """Half the free memory of a CUDA device, :data:`CPU_DEFAULT_BUDGET` on the CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    return CPU_DEFAULT_BUDGET
+
+
+def location_chunks(n_locations: int, bytes_per_location: int, max_memory: int | None,
+                    device: torch.device) -> list[slice]:
+    """Slices of ``range(n_locations)`` whose working memory stays within ``max_memory``.
+
+    A single location is always allowed, even when it alone exceeds the budget.
+    """
+    budget = default_budget(device) if max_memory is None else int(max_memory)
+    if budget <= 0:
+        raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory}")
+    size = max(1, min(n_locations, budget // max(1, bytes_per_location)))
+    return [slice(start, min(start + size, n_locations)) for start in range(0, n_locations, size)]

@@ -1,0 +1,212 @@
+"""K-SVD dictionary learning for every location at once.
+
+Aharon, Elad & Bruckstein (2006), with the approximate atom update of Rubinstein, Zibulevsky &
+Elad (2008, Alg. 5). Each iteration sparse-codes all signals with :func:`~gpuksvd.batch_omp`,
+then updates the atoms one after another (each update sees the previous ones), for all
+locations at once. The residual ``E = X − Γ D`` is kept and updated by rank-1 corrections, so an
+atom update costs a few passes over E instead of recomputing it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ._chunks import location_chunks
+from .dictionaries import initial_dictionary
+from .omp import _check_dictionary, _gram_omp, _warn_dependent, omp_bytes_per_location
+
+ATOM_UPDATES = ("approximate", "exact")
+
+
+@dataclass
+class KSVDResult:
+    """What :func:`ksvd` learned.
+
+    Attributes
+    ----------
+    dictionary : Tensor of shape (P, K, C)
+        Learned atoms, unit-norm rows.
+    codes : Tensor of shape (P, N, K)
+        Codes after the last atom update (OMP codes when ``n_iter=0``).
+    history : list of float
+        Relative reconstruction error ``‖X − Γ D‖_F / ‖X‖_F`` over all locations, after each
+        iteration's atom updates (empty when ``n_iter=0``).
+    location_error : Tensor of shape (n_iter + 1, P)
+        Relative reconstruction error per location: row 0 for the OMP codes of the initial
+        dictionary, row i for the codes after iteration i.
+    """
+
+    dictionary: Tensor
+    codes: Tensor
+    history: list[float] = field(default_factory=list)
+    location_error: Tensor | None = None
+
+
+def ksvd(
+    signals: Tensor,
+    n_atoms: int,
+    n_nonzero: int,
+    n_iter: int = 20,
+    *,
+    init: str | Tensor = "dct",
+    atom_update: str = "approximate",
+    generator: torch.Generator | None = None,
+    callback: Callable[[int, float], None] | None = None,
+    max_memory: int | None = None,
+) -> KSVDResult:
+    """Learn one dictionary per location with K-SVD.
+
+    Parameters
+    ----------
+    signals : Tensor of shape (P, N, C)
+        Training signals: N signals of C channels at each of P locations. Float32 or float64, on
+        the CPU or a CUDA device (the computation runs where the signals are).
+    n_atoms : int
+        Atoms per dictionary, K ≤ N.
+    n_nonzero : int
+        Non-zeros per code (the paper uses K / 4).
+    n_iter : int, default 20
+        K-SVD iterations. 0 keeps the initial dictionary and only sparse-codes (the fixed
+        dictionary mode).
+    init : {"dct", "dct2d", "haar", "random"} or Tensor
+        Initial dictionary, see :func:`~gpuksvd.dictionaries.initial_dictionary`.
+    atom_update : {"approximate", "exact"}
+        ``"approximate"``: one power step per atom (approximate K-SVD, as the reference PSDL
+        code). ``"exact"``: the leading singular pair of the restricted residual, which never
+        increases the error.
+    generator : torch.Generator, optional
+        Seeds ``init="random"``.
+    callback : callable(iteration, relative_error), optional
+        Called after each iteration (e.g. to drive a progress bar).
+    max_memory : int, optional
+        Working-memory budget in bytes; locations are processed in chunks that fit it.
+
+    Returns
+    -------
+    KSVDResult
+    """
+    _check_signals(signals, n_atoms)
+    if atom_update not in ATOM_UPDATES:
+        raise ValueError(f"atom_update must be one of {ATOM_UPDATES}, got {atom_update!r}")
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
+        raise ValueError(f"n_iter must be a non-negative integer, got {n_iter!r}")
+    n_locations, n_signals, n_features = signals.shape
+    if isinstance(n_nonzero, bool) or not isinstance(n_nonzero, int) or not 1 <= n_nonzero <= min(n_atoms, n_features):
+        raise ValueError(
+            f"n_nonzero must be an integer in [1, min(n_atoms, n_features)] = [1, {min(n_atoms, n_features)}], "
+            f"got {n_nonzero!r}"
+        )
+    dictionary = initial_dictionary(init, n_locations, n_atoms, n_features, generator=generator,
+                                    dtype=signals.dtype, device=signals.device)
+    _check_dictionary(dictionary, signals)
+
+    codes = signals.new_zeros(n_locations, n_signals, n_atoms)
+    signal_energy = signals.square().sum((1, 2))  # (P,)
+    location_sq_error = signals.new_zeros(n_iter + 1, n_locations)
+    chunks = location_chunks(n_locations, _bytes_per_location(n_signals, n_atoms, n_features, n_nonzero, signals.dtype),
+                             max_memory, signals.device)
+    exact = atom_update == "exact"
+    history = []
+    n_dependent = 0
+    for iteration in range(n_iter + 1):
+        for chunk in chunks:
+            x, atoms = signals[chunk], dictionary[chunk]
+            chunk_codes, dependent = _gram_omp(atoms @ atoms.mT, x @ atoms.mT, n_nonzero)
+            n_dependent += dependent
+            residual = x - chunk_codes @ atoms
+            if iteration == 0:
+                location_sq_error[0, chunk] = residual.square().sum((1, 2))
+            else:
+                _update_atoms(x, atoms, chunk_codes, residual, exact)
+                dictionary[chunk] = atoms
+                location_sq_error[iteration, chunk] = residual.square().sum((1, 2))
+            codes[chunk] = chunk_codes
+        if iteration > 0:
+            history.append(float((location_sq_error[iteration].sum() / signal_energy.sum().clamp_min(1e-30)).sqrt()))
+            if callback is not None:
+                callback(iteration, history[-1])
+    _warn_dependent(n_dependent)
+    location_error = (location_sq_error / signal_energy.clamp_min(torch.finfo(signals.dtype).tiny)).sqrt()
+    return KSVDResult(dictionary=dictionary, codes=codes, history=history, location_error=location_error)
+
+
+def _bytes_per_location(n_signals: int, n_atoms: int, n_features: int, n_nonzero: int, dtype: torch.dtype) -> int:
+    itemsize = torch.finfo(dtype).bits // 8
+    return omp_bytes_per_location(n_signals, n_atoms, n_nonzero, dtype) + 2 * n_signals * n_features * itemsize
+
+
+def _update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor, exact: bool) -> None:
+    """One K-SVD atom-update pass, in place, for a chunk of locations.
+
+    Parameters
+    ----------
+    signals : Tensor of shape (P, N, C)
+    dictionary : Tensor of shape (P, K, C), updated in place
+    codes : Tensor of shape (P, N, K), updated in place
+    residual : Tensor of shape (P, N, C)
+        ``signals − codes @ dictionary``, kept equal to it as atoms change.
+    exact : bool
+        Leading singular pair (True) or one power step (False).
+    """
+    n_locations, n_signals, _ = signals.shape
+    # Each dead atom takes the worst-represented signal not yet used by another dead atom.
+    taken = torch.zeros(n_locations, n_signals, dtype=torch.bool, device=signals.device)
+    for k in range(dictionary.shape[1]):
+        old_atom = dictionary[:, k].clone()  # (P, C)
+        old_codes = codes[..., k].clone()  # (P, N)
+        used = old_codes != 0
+        if exact:
+            # E_k = E + γ_k d_kᵀ restricted to the signals that use atom k.
+            restricted = (residual + old_codes[..., None] * old_atom[:, None, :]) * used[..., None]
+            left, singular, right_h = torch.linalg.svd(restricted, full_matrices=False)
+            new_atom = right_h[:, 0]
+            new_codes = left[..., 0] * singular[:, :1] * used
+        else:
+            # One power step from the old codes: d ∝ E_kᵀ γ_k, then γ_k = E_k d on the same support.
+            new_atom = (residual.mT @ old_codes[..., None]).squeeze(-1) + old_atom * old_codes.square().sum(-1, keepdim=True)
+            norm = new_atom.norm(dim=-1, keepdim=True)
+            new_atom = torch.where(norm > 0, new_atom / norm.clamp_min(torch.finfo(norm.dtype).tiny), old_atom)
+            new_codes = ((residual @ new_atom[..., None]).squeeze(-1)
+                         + old_codes * (old_atom * new_atom).sum(-1, keepdim=True)) * used
+        dead = ~used.any(-1)  # (P,)
+        if bool(dead.any()):
+            new_atom = torch.where(dead[:, None], _worst_signal(signals, residual, taken, dead, old_atom), new_atom)
+        # E ← E + γ_old d_oldᵀ − γ_new d_newᵀ, one batched rank-2 product.
+        residual.baddbmm_(torch.stack((old_codes, -new_codes), -1), torch.stack((old_atom, new_atom), 1))
+        dictionary[:, k] = new_atom
+        codes[..., k] = new_codes
+
+
+def _worst_signal(signals: Tensor, residual: Tensor, taken: Tensor, dead: Tensor, fallback: Tensor) -> Tensor:
+    """The normalised worst-represented signal of each location (fallback where none is usable)."""
+    error = residual.square().sum(-1).masked_fill(taken, -1.0)  # (P, N)
+    worst = error.argmax(-1)  # (P,)
+    taken[torch.arange(len(worst), device=worst.device), worst] |= dead
+    signal = signals[torch.arange(len(worst), device=worst.device), worst]  # (P, C)
+    norm = signal.norm(dim=-1, keepdim=True)
+    usable = (norm > 0) & (error.gather(-1, worst[:, None]) > 0)
+    return torch.where(usable, signal / norm.clamp_min(torch.finfo(norm.dtype).tiny), fallback)
+
+
+def _check_signals(signals: Tensor, n_atoms: int) -> None:
+    if not isinstance(signals, Tensor) or signals.ndim != 3:
+        raise ValueError(
+            f"signals must be a tensor of shape (P, N, C) (locations, signals, channels), got "
+            f"{type(signals).__name__} of shape {tuple(getattr(signals, 'shape', ()))}"
+        )
+    if not signals.dtype.is_floating_point:
+        raise ValueError(f"signals must be float32 or float64, got {signals.dtype}: convert with .float()")
+    if isinstance(n_atoms, bool) or not isinstance(n_atoms, int) or n_atoms < 1:
+        raise ValueError(f"n_atoms must be a positive integer, got {n_atoms!r}")
+    n_signals = signals.shape[1]
+    if n_signals < n_atoms:
+        raise ValueError(
+            f"K-SVD needs at least as many training signals as atoms: n_atoms={n_atoms} but only "
+            f"N={n_signals} signals per location. Add training images (at least {n_atoms}), or use "
+            f"fewer atoms (a layer with fewer channels, or trim_to_square)"
+        )
+    if not bool(torch.isfinite(signals).all()):
+        raise ValueError("signals contain NaN or infinite values: check the feature extraction / inputs")
