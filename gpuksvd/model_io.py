@@ -1,0 +1,113 @@
+"""Model files: the fitted buffers as safetensors, the description as JSON metadata.
+
+A model file never executes code when loaded. The backbone weights are not stored: they are
+rebuilt from the recorded backbone and weights source, so a file stays small (a few MB).
+Files are written to a temporary sibling and renamed, so an interrupted save never leaves a
+truncated model in place of a good one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .features import FeatureExtractor
+from .model import PSDL, PSDLConfig
+
+FORMAT = "gpuksvd-psdl-1"
+
+
+def save_model(model: PSDL, path: str | Path) -> Path:
+    """Write ``model`` to ``path`` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: value.detach().cpu().contiguous()
+               for name, value in model.state_dict().items() if not name.startswith("extractor.")}
+    metadata = {"format": FORMAT, "description": json.dumps(model.describe())}
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_description(path: str | Path) -> dict:
+    """The JSON description of a model file, without loading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}: train one with `python train.py` (it writes model.safetensors)")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable gpuksvd model file ({error})") from error
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a gpuksvd model file (format {metadata.get('format')!r}, expected {FORMAT!r})")
+    return json.loads(metadata["description"])
+
+
+def check_compatible(description: dict, backbone: str | None, layers: list[str] | None, path: Path) -> None:
+    """Refuse a model file made with another backbone or other layers."""
+    stored = description["extractor"]
+    if backbone is not None and backbone != stored["backbone"]:
+        raise ValueError(
+            f"{path} was trained with backbone {stored['backbone']!r} (layers {stored['layers']}), "
+            f"not {backbone!r}: pass backbone={stored['backbone']} or retrain with the backbone you want"
+        )
+    if layers is not None and list(layers) != list(stored["layers"]):
+        raise ValueError(
+            f"{path} was trained on layers {stored['layers']} of {stored['backbone']!r}, not {list(layers)}: "
+            f"pass backbone.layers=[{','.join(stored['layers'])}] or retrain"
+        )
+
+
+def build_extractor(backbone: str, layers: list[str], *, weights: str = "pretrained", fusion: str = "concat",
+                    trim_to_square: bool = False) -> FeatureExtractor:
+    """A :class:`FeatureExtractor`; ``weights="random"`` is drawn from a fixed seed so that the
+    same random backbone is rebuilt when a model file is loaded."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return FeatureExtractor(backbone, list(layers), weights=weights, fusion=fusion,
+                                trim_to_square=trim_to_square)
+
+
+def stored_extractor(description: dict, weights: str | None = None) -> FeatureExtractor:
+    """Rebuild the feature extractor a model file records; ``weights`` overrides its source
+    (e.g. the same weights file at another path)."""
+    stored = description["extractor"]
+    source = weights
+    if source is None:
+        recorded = stored["weights"]
+        source = recorded[len("file:"):] if recorded.startswith("file:") else (
+            "random" if recorded == "random" else "pretrained")
+    return build_extractor(stored["backbone"], stored["layers"], weights=source, fusion=stored["fusion"],
+                           trim_to_square=stored["trim_to_square"])
+
+
+def load_model(path: str | Path, *, backbone: str | None = None, layers: list[str] | None = None,
+               weights: str | None = None, device: str | torch.device = "cpu") -> PSDL:
+    """Load a model file, checking that it matches ``backbone``/``layers`` when given."""
+    path = Path(path)
+    description = read_description(path)
+    check_compatible(description, backbone, layers, path)
+    model = PSDL(stored_extractor(description, weights), PSDLConfig(**description["config"]),
+                 description["image_size"])
+    tensors = load_file(str(path))
+    model.train_scores_ = torch.zeros_like(tensors["train_scores_"])
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    missing = [name for name in missing if not name.startswith("extractor.")]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match its own description: missing {missing}, unexpected {unexpected}")
+    model.train_categories = list(description.get("train_categories", []))
+    return model.to(device)
