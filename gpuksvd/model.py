@@ -117,12 +117,12 @@ class LocationModel(nn.Module):
         self.train_error_.copy_(result.location_error)
         return mahalanobis(descriptors, mean, precision)
 
-    def location_scores(self, signals: Tensor, n_nonzero: int, max_memory: int | None = None) -> Tensor:
-        """Mahalanobis distance of test signals (P, B, C) → (P, B)."""
+    def location_scores(self, signals: Tensor, n_nonzero: int, max_memory: int | None = None) -> tuple[Tensor, Tensor]:
+        """Mahalanobis distances (P, B) of test signals (P, B, C), and their descriptors (P, B, 2)."""
         dictionaries = self.dictionaries_.to(signals.dtype)
         codes = batch_omp(dictionaries, signals, n_nonzero, max_memory=max_memory)
         descriptors = code_descriptors(signals, dictionaries, codes)
-        return mahalanobis(descriptors, self.mean_.to(signals.dtype), self.precision_.to(signals.dtype))
+        return mahalanobis(descriptors, self.mean_.to(signals.dtype), self.precision_.to(signals.dtype)), descriptors
 
 
 @dataclass
@@ -231,12 +231,20 @@ class PSDL(nn.Module):
     @torch.no_grad()
     def anomaly_maps(self, images: Tensor) -> Tensor:
         """Anomaly maps (B, H, W) of normalised images (B, 3, H, W)."""
-        location_scores = []
+        return self.score(images)[0]
+
+    @torch.no_grad()
+    def score(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Anomaly maps (B, H, W) and, per feature set, the descriptors (B, h, w, 2): L1 norm of
+        the code and squared reconstruction error of every location."""
+        location_scores, descriptors = [], []
         for index, (features, location_model) in enumerate(zip(self.extract(images), self.sets)):
-            scores = location_model.location_scores(to_signals(features.float()), self.n_nonzero(index),
-                                                    self.config.max_memory)
-            location_scores.append(scores.T.reshape(features.shape[0], *features.shape[-2:]))
-        return anomaly_maps(location_scores, self.image_size, self.config.sigma)
+            scores, values = location_model.location_scores(to_signals(features.float()), self.n_nonzero(index),
+                                                            self.config.max_memory)
+            grid = (features.shape[0], *features.shape[-2:])
+            location_scores.append(scores.T.reshape(grid))
+            descriptors.append(values.transpose(0, 1).reshape(*grid, 2))
+        return anomaly_maps(location_scores, self.image_size, self.config.sigma), descriptors
 
     def describe(self) -> dict:
         """JSON-able description of everything but the tensors."""

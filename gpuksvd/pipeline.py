@@ -80,6 +80,9 @@ class Predictions:
     categories, paths, defect_types : list of str
     seconds : float
         Wall-clock scoring time (features + OMP + maps).
+    descriptors : list of Tensor of shape (M, h, w, 2), or None
+        Per feature set, (L1 norm of the code, squared reconstruction error) of every location,
+        when asked for (``keep_descriptors=True``).
     """
 
     image_scores: Tensor
@@ -91,18 +94,22 @@ class Predictions:
     paths: list[str] = field(default_factory=list)
     defect_types: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    descriptors: list[Tensor] | None = None
 
 
 @torch.no_grad()
 def predict(model: PSDL, dataset: Dataset, *, batch_size: int = 32, num_workers: int = 0,
-            progress: bool = True, keep_maps: bool = True) -> Predictions:
+            progress: bool = True, keep_maps: bool = True, keep_descriptors: bool = False) -> Predictions:
     """Anomaly maps and image scores of every image of ``dataset``."""
-    scores, maps, labels, masks, has_mask = [], [], [], [], []
+    scores, maps, labels, masks, has_mask, descriptors = [], [], [], [], [], []
     categories, paths, defect_types = [], [], []
     start = time.perf_counter()
     for batch in tqdm(make_loader(dataset, batch_size, num_workers), desc="scoring", disable=not progress,
                       leave=False):
-        batch_maps = model.anomaly_maps(batch["image"]).cpu()
+        batch_maps, batch_descriptors = model.score(batch["image"])
+        batch_maps = batch_maps.cpu()
+        if keep_descriptors:
+            descriptors.append([d.cpu() for d in batch_descriptors])
         scores.append(batch_maps.flatten(1).amax(1))
         if keep_maps:
             maps.append(batch_maps)
@@ -118,7 +125,8 @@ def predict(model: PSDL, dataset: Dataset, *, batch_size: int = 32, num_workers:
     return Predictions(
         image_scores=torch.cat(scores), maps=torch.cat(maps) if keep_maps else None, labels=torch.cat(labels),
         masks=torch.cat(masks) if masks else None, has_mask=torch.cat(has_mask), categories=categories,
-        paths=paths, defect_types=defect_types, seconds=time.perf_counter() - start)
+        paths=paths, defect_types=defect_types, seconds=time.perf_counter() - start,
+        descriptors=[torch.cat(parts) for parts in zip(*descriptors)] if keep_descriptors else None)
 
 
 def normalized_scores(predictions: Predictions, model: PSDL, normalize: str) -> Tensor:

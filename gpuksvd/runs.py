@@ -93,8 +93,10 @@ def train_run(cfg: Mapping[str, Any], run_dir: str | Path = ".") -> dict:
     loader = dict(batch_size=int(cfg.get("batch_size", 32)), num_workers=int(cfg.get("num_workers", 0)), progress=progress)
     times = fit(model, splits.train, **loader)
     save_model(model, run_dir / cfg.get("model_file", "model.safetensors"))
-    predictions = predict(model, splits.test, **loader)
+    predictions = predict(model, splits.test, **loader, keep_descriptors=bool(cfg.get("save_patch_errors", False)))
     report = evaluate_predictions(predictions, model, splits.groups, normalize=cfg.get("normalize", "none"))
+    if predictions.descriptors is not None:
+        save_patch_errors(model, predictions, run_dir / "patch_errors.npz")
     result = {
         "main_metric": _finite_or_none(report.main_metric),
         "metrics": report.to_dict(),
@@ -113,6 +115,10 @@ def train_run(cfg: Mapping[str, Any], run_dir: str | Path = ".") -> dict:
         "image_size": list(image_size),
         "feature_shapes": [list(shape) for shape in model.feature_shapes],
         "device": _device_name(device),
+        # Relative training reconstruction error per location, per iteration (row 0: initial
+        # dictionary), per feature set: the data of the paper's error figures.
+        "train_error": {name: location_model.train_error_.cpu().tolist()
+                        for name, location_model in zip(model.extractor.set_names, model.sets)},
         "config": dict(cfg),
     }
     (run_dir / "metrics.md").write_text(report.to_markdown() + "\n")
@@ -195,6 +201,31 @@ def _write_figures(model: PSDL, predictions: Predictions, run_dir: Path, n_overl
         for name, location_model, (_, height, width) in zip(model.extractor.set_names, model.sets, model.feature_shapes):
             save_location_error(location_model.train_error_, (height, width),
                                 run_dir / f"train_error_{name.replace('+', '_')}.png", title=f"training error, {name}")
+
+
+def save_patch_errors(model: PSDL, predictions: Predictions, path: Path) -> Path:
+    """Test reconstruction errors per location, split by whether the location's cell of the
+    image holds an anomalous pixel (the paper's Fig. 5 histograms).
+
+    Writes ``errors_<i>`` (M, h, w) squared reconstruction errors, ``l1_<i>`` (M, h, w) code L1
+    norms and ``anomalous_<i>`` (M, h, w) bool for each feature set i, plus ``labels`` (M,).
+    """
+    import numpy as np
+    import torch.nn.functional as F
+
+    arrays = {"labels": predictions.labels.numpy()}
+    for i, values in enumerate(predictions.descriptors):
+        grid = values.shape[1:3]
+        if predictions.masks is not None:
+            cells = F.adaptive_max_pool2d(predictions.masks[:, None].float(), grid)[:, 0] > 0
+            cells &= predictions.has_mask[:, None, None]
+        else:
+            cells = torch.zeros(values.shape[:3], dtype=torch.bool)
+        arrays[f"errors_{i}"] = values[..., 1].numpy()
+        arrays[f"l1_{i}"] = values[..., 0].numpy()
+        arrays[f"anomalous_{i}"] = cells.numpy()
+    np.savez_compressed(path, **arrays)
+    return path
 
 
 def _device_name(device: torch.device) -> str:

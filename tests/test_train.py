@@ -42,7 +42,7 @@ def mvtec_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(mvtec_root, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    cfg = composed(TINY + [f"dataset.root={mvtec_root}"])
+    cfg = composed(TINY + [f"dataset.root={mvtec_root}", "save_patch_errors=true"])
     return run_dir, cfg, train_run(cfg, run_dir)
 
 
@@ -58,6 +58,19 @@ def test_train_writes_the_run_folder(trained):
     assert len(list((run_dir / "overlays").glob("*.png"))) == 2
     assert (run_dir / "train_error_layer2.png").is_file()
     assert 0.0 <= written["main_metric"] <= 1.0
+    curves = written["train_error"]["layer2"]
+    assert len(curves) == 3 and len(curves[0]) == 64 and curves[-1][0] < curves[0][0]  # 2 iterations, 8x8
+
+
+def test_patch_errors_split_normal_and_anomalous_cells(trained):
+    import numpy as np
+
+    run_dir, _, result = trained
+    with np.load(run_dir / "patch_errors.npz") as data:
+        errors, anomalous, labels = data["errors_0"], data["anomalous_0"], data["labels"]
+    assert errors.shape == (result["n_test"], 8, 8) and anomalous.shape == errors.shape
+    assert not anomalous[labels == 0].any() and anomalous[labels == 1].any()
+    assert (errors >= 0).all()
 
 
 def test_evaluate_reproduces_train_metrics(trained, mvtec_root, tmp_path):

@@ -1,0 +1,235 @@
+"""Time one K-SVD iteration (Batch-OMP + all atom updates) at the paper's scales.
+
+    python benchmarks/ksvd_speed.py                         # CPU (+ CUDA when available), all scales
+    python benchmarks/ksvd_speed.py --scales en_b6 --cpu-locations 8 --sklearn-locations 2
+
+For each scale it times gpuksvd on the CPU and, when available, on CUDA (OMP and atom updates
+separately, one iteration, after a warm-up), scikit-learn's ``orthogonal_mp_gram`` plus a
+per-location NumPy atom update on a few locations (the reference a practitioner would write),
+and prints the GPU/CPU ratio. CPU and scikit-learn times are measured on a subset of the
+locations and scaled to all P (locations are independent problems, processed one chunk after
+another on the CPU); the table says how many were measured. It also prints the arithmetic and
+memory-traffic floor of one iteration and appends everything to ``benchmarks/RESULTS.md`` with
+the date, the machine and the git commit.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gpuksvd._chunks import location_chunks  # noqa: E402
+from gpuksvd.dictionaries import initial_dictionary  # noqa: E402
+from gpuksvd.ksvd import _bytes_per_location, _update_atoms  # noqa: E402
+from gpuksvd.omp import _gram_omp  # noqa: E402
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    label: str
+    n_locations: int
+    n_features: int  # C = K (square dictionaries)
+    n_signals: int
+    n_nonzero: int
+
+
+SCALES = {
+    "en_b6": Scale("en_b6", "EN-B6 block 30", 196, 200, 3629, 50),
+    "rn18_l3": Scale("rn18_l3", "RN18 layer3", 196, 256, 3629, 64),
+    "wrn50_l3": Scale("wrn50_l3", "WRN50 layer3", 196, 1024, 3629, 256),
+}
+
+
+def floor(scale: Scale) -> dict:
+    """Operations and memory traffic of one iteration of the algorithm as implemented.
+
+    Per signal, OMP needs the projections (K·C multiply-adds), per step k an embedding-bag sum
+    of k+1 Gram rows ((k+1)·K) and two k×k triangular products (2·k²): K·C + T²K/2 + 2T³/3 in
+    all. The atom update makes about four passes over the residual per atom (Eᵀγ, E·d, rank-2
+    update): 8·N·C·K flops per location. Traffic assumes nothing stays in cache: OMP reads and
+    writes α (N×K) about three times per step, the atom update moves the residual four times.
+    """
+    p, c, n, t = scale.n_locations, scale.n_features, scale.n_signals, scale.n_nonzero
+    k = c
+    omp_flops = 2 * p * n * (k * c + t * t * k / 2 + 2 * t**3 / 3) + 2 * p * k * k * c
+    update_flops = 8 * p * n * c * k
+    omp_bytes = 4 * p * (3 * n * k * t + n * t * t * t / 3)
+    update_bytes = 4 * p * 4 * n * c * k
+    return {"omp_gflop": omp_flops / 1e9, "update_gflop": update_flops / 1e9,
+            "omp_gb": omp_bytes / 1e9, "update_gb": update_bytes / 1e9}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_gpuksvd(scale: Scale, device: torch.device, n_locations: int, dtype=torch.float32) -> dict:
+    """Seconds for one iteration on ``n_locations`` locations, OMP and atom updates apart."""
+    gen = torch.Generator().manual_seed(0)
+    signals = torch.randn(n_locations, scale.n_signals, scale.n_features, generator=gen).to(device, dtype)
+    dictionary = initial_dictionary("dct", n_locations, scale.n_features, scale.n_features, dtype=dtype, device=device)
+    chunks = location_chunks(n_locations, _bytes_per_location(scale.n_signals, scale.n_features, scale.n_features,
+                                                              scale.n_nonzero, dtype), None, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def one_iteration() -> tuple[float, float]:
+        omp_s = update_s = 0.0
+        for chunk in chunks:
+            x, atoms = signals[chunk], dictionary[chunk]
+            _sync(device)
+            start = time.perf_counter()
+            codes, _ = _gram_omp(atoms @ atoms.mT, x @ atoms.mT, scale.n_nonzero)
+            _sync(device)
+            middle = time.perf_counter()
+            residual = x - codes @ atoms
+            _update_atoms(x, atoms, codes, residual, exact=False)
+            dictionary[chunk] = atoms
+            _sync(device)
+            omp_s += middle - start
+            update_s += time.perf_counter() - middle
+        return omp_s, update_s
+
+    if device.type == "cuda":
+        one_iteration()  # warm-up: kernels, allocator
+    omp_s, update_s = one_iteration()
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return {"omp": omp_s, "update": update_s, "peak_bytes": peak}
+
+
+def time_sklearn(scale: Scale, n_locations: int) -> float:
+    """Seconds for one iteration of per-location scikit-learn OMP + a NumPy atom-update loop."""
+    from sklearn.linear_model import orthogonal_mp_gram
+
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for _ in range(n_locations):
+        signals = rng.standard_normal((scale.n_signals, scale.n_features)).astype(np.float32)
+        dictionary = initial_dictionary("dct", 1, scale.n_features, scale.n_features)[0].numpy()
+        start = time.perf_counter()
+        gram = dictionary @ dictionary.T
+        codes = orthogonal_mp_gram(gram, dictionary @ signals.T, n_nonzero_coefs=scale.n_nonzero).T
+        for k in range(dictionary.shape[0]):  # approximate K-SVD atom update, one atom at a time
+            users = np.flatnonzero(codes[:, k])
+            if users.size == 0:
+                continue
+            error = signals[users] - codes[users] @ dictionary + np.outer(codes[users, k], dictionary[k])
+            atom = error.T @ codes[users, k]
+            atom /= np.linalg.norm(atom)
+            dictionary[k] = atom
+            codes[users, k] = error @ atom
+        total += time.perf_counter() - start
+    return total
+
+
+def machine() -> str:
+    threads = torch.get_num_threads()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"CPU {cpu}, {threads} torch threads"
+    if torch.cuda.is_available():
+        text += f"; GPU {torch.cuda.get_device_name()}"
+    return text
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent).stdout.strip()
+        return head + ("+uncommitted" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scales", nargs="+", default=list(SCALES), choices=list(SCALES))
+    parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    parser.add_argument("--cpu-locations", type=int, default=4, help="locations timed on the CPU (scaled to P)")
+    parser.add_argument("--sklearn-locations", type=int, default=1, help="locations timed with scikit-learn (0: skip)")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
+    args = parser.parse_args(argv)
+
+    rows = []
+    for name in args.scales:
+        scale = SCALES[name]
+        row = {"scale": scale, "floor": floor(scale)}
+        for device_name in args.devices:
+            device = torch.device(device_name)
+            measured = scale.n_locations if device.type == "cuda" else min(args.cpu_locations, scale.n_locations)
+            timing = time_gpuksvd(scale, device, measured)
+            factor = scale.n_locations / measured
+            row[device.type] = {"omp": timing["omp"] * factor, "update": timing["update"] * factor,
+                                "measured": measured, "peak_bytes": timing["peak_bytes"]}
+            print(f"{scale.label} on {device_name}: OMP {row[device.type]['omp']:.3f} s, "
+                  f"atoms {row[device.type]['update']:.3f} s (measured on {measured} of {scale.n_locations} locations)",
+                  flush=True)
+        if args.sklearn_locations > 0:
+            row["sklearn"] = time_sklearn(scale, args.sklearn_locations) * scale.n_locations / args.sklearn_locations
+            row["sklearn_measured"] = args.sklearn_locations
+            print(f"{scale.label} scikit-learn reference: {row['sklearn']:.1f} s", flush=True)
+        rows.append(row)
+
+    table = render(rows)
+    print(table)
+    if not args.no_write:
+        with open(RESULTS, "a") as stream:
+            stream.write(table + "\n")
+        print(f"appended to {RESULTS}")
+    return table
+
+
+def render(rows: list[dict]) -> str:
+    stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    lines = [
+        f"### ksvd_speed.py — {stamp} — commit {commit()}",
+        "",
+        f"Machine: {machine()}. One K-SVD iteration = Batch-OMP + all atom updates, all P locations, float32, "
+        "random signals, DCT-initialised square dictionaries. CPU and scikit-learn times are measured on the "
+        "stated number of locations and scaled to P.",
+        "",
+        "| scale (P, C=K, N, T) | device | OMP s | atom updates s | iteration s | peak GPU mem | GPU/CPU | floor (GFLOP / GB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        scale, fl = row["scale"], row["floor"]
+        dims = f"{scale.label} ({scale.n_locations}, {scale.n_features}, {scale.n_signals}, {scale.n_nonzero})"
+        cpu_total = row["cpu"]["omp"] + row["cpu"]["update"] if "cpu" in row else None
+        floor_text = f"{fl['omp_gflop'] + fl['update_gflop']:.0f} / {fl['omp_gb'] + fl['update_gb']:.0f}"
+        for device in ("cpu", "cuda"):
+            if device not in row:
+                continue
+            timing = row[device]
+            total = timing["omp"] + timing["update"]
+            peak = f"{timing['peak_bytes'] / 2**30:.1f} GiB" if timing["peak_bytes"] else "–"
+            ratio = f"{cpu_total / total:.0f}x" if device == "cuda" and cpu_total else "–"
+            where = device if timing["measured"] == scale.n_locations else f"{device} ({timing['measured']} loc.)"
+            lines.append(f"| {dims} | {where} | {timing['omp']:.3f} | {timing['update']:.3f} | {total:.3f} | {peak} | "
+                         f"{ratio} | {floor_text} |")
+        if "sklearn" in row:
+            lines.append(f"| {dims} | scikit-learn + NumPy ({row['sklearn_measured']} loc.) | – | – | "
+                         f"{row['sklearn']:.1f} | – | – | |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
