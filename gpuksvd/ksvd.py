@@ -166,7 +166,7 @@ def _update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: 
             new_codes = left[..., 0] * singular[:, :1] * used
         else:
             # One power step from the old codes: d ∝ E_kᵀ γ_k, then γ_k = E_k d on the same support.
-            new_atom = (residual.mT @ old_codes[..., None]).squeeze(-1) + old_atom * old_codes.square().sum(-1, keepdim=True)
+            new_atom = (old_codes[:, None, :] @ residual).squeeze(1) + old_atom * old_codes.square().sum(-1, keepdim=True)
             norm = new_atom.norm(dim=-1, keepdim=True)
             new_atom = torch.where(norm > 0, new_atom / norm.clamp_min(torch.finfo(norm.dtype).tiny), old_atom)
             new_codes = ((residual @ new_atom[..., None]).squeeze(-1)
