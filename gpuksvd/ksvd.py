@@ -141,6 +141,11 @@ def _bytes_per_location(n_signals: int, n_atoms: int, n_features: int, n_nonzero
 def _update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor, exact: bool) -> None:
     """One K-SVD atom-update pass, in place, for a chunk of locations.
 
+    Only the signals that use atom k take part in its update (about T/K of them), so each
+    update gathers those rows of the residual into a compact block, works there (in cache), and
+    scatters them back. Locations of a chunk are padded to the largest user count with
+    non-users, whose codes are zero and so contribute nothing.
+
     Parameters
     ----------
     signals : Tensor of shape (P, N, C)
@@ -151,33 +156,47 @@ def _update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: 
     exact : bool
         Leading singular pair (True) or one power step (False).
     """
-    n_locations, n_signals, _ = signals.shape
+    n_locations, n_signals, n_features = signals.shape
+    # Supports do not change during the pass: list every atom's users once, users first.
+    unused = (codes == 0).transpose(1, 2).to(torch.uint8)  # (P, K, N)
+    users = unused.sort(dim=-1, stable=True).indices  # (P, K, N)
+    user_counts = (unused == 0).sum(-1)  # (P, K)
+    widths = user_counts.amax(0).tolist()  # per atom, the largest user count over locations
+    any_dead = bool((user_counts == 0).any())
     # Each dead atom takes the worst-represented signal not yet used by another dead atom.
     taken = torch.zeros(n_locations, n_signals, dtype=torch.bool, device=signals.device)
-    for k in range(dictionary.shape[1]):
+    flat_residual = residual.view(n_locations * n_signals, n_features)
+    users += (torch.arange(n_locations, device=users.device) * n_signals).view(-1, 1, 1)  # rows of flat_residual
+    flat_codes = codes.view(n_locations * n_signals, -1)
+    for k, width in enumerate(widths):
         old_atom = dictionary[:, k].clone()  # (P, C)
-        old_codes = codes[..., k].clone()  # (P, N)
+        rows = users[:, k, : max(width, 1)].reshape(-1)  # (P·M,) whole-row copies, not element gathers
+        block = flat_residual.index_select(0, rows).view(n_locations, -1, n_features)  # (P, M, C)
+        old_codes = flat_codes[:, k].index_select(0, rows).view(n_locations, -1)  # (P, M)
         used = old_codes != 0
         if exact:
             # E_k = E + γ_k d_kᵀ restricted to the signals that use atom k.
-            restricted = (residual + old_codes[..., None] * old_atom[:, None, :]) * used[..., None]
+            restricted = (block + old_codes[..., None] * old_atom[:, None, :]) * used[..., None]
             left, singular, right_h = torch.linalg.svd(restricted, full_matrices=False)
             new_atom = right_h[:, 0]
             new_codes = left[..., 0] * singular[:, :1] * used
         else:
             # One power step from the old codes: d ∝ E_kᵀ γ_k, then γ_k = E_k d on the same support.
-            new_atom = (old_codes[:, None, :] @ residual).squeeze(1) + old_atom * old_codes.square().sum(-1, keepdim=True)
+            new_atom = torch.bmm(old_codes[:, None, :], block).squeeze(1) + old_atom * old_codes.square().sum(-1, keepdim=True)
             norm = new_atom.norm(dim=-1, keepdim=True)
             new_atom = torch.where(norm > 0, new_atom / norm.clamp_min(torch.finfo(norm.dtype).tiny), old_atom)
-            new_codes = ((residual @ new_atom[..., None]).squeeze(-1)
+            # (d @ Eᵀ) rather than (E @ d): the row-vector form takes BLAS's fast path.
+            new_codes = (torch.bmm(new_atom[:, None, :], block.mT).squeeze(1)
                          + old_codes * (old_atom * new_atom).sum(-1, keepdim=True)) * used
-        dead = ~used.any(-1)  # (P,)
-        if bool(dead.any()):
-            new_atom = torch.where(dead[:, None], _worst_signal(signals, residual, taken, dead, old_atom), new_atom)
-        # E ← E + γ_old d_oldᵀ − γ_new d_newᵀ, one batched rank-2 product.
-        residual.baddbmm_(torch.stack((old_codes, -new_codes), -1), torch.stack((old_atom, new_atom), 1))
+        if any_dead:
+            dead = user_counts[:, k] == 0  # (P,)
+            if bool(dead.any()):
+                new_atom = torch.where(dead[:, None], _worst_signal(signals, residual, taken, dead, old_atom), new_atom)
+        # E ← E + γ_old d_oldᵀ − γ_new d_newᵀ on the users' rows, one batched rank-2 product.
+        block.baddbmm_(torch.stack((old_codes, -new_codes), -1), torch.stack((old_atom, new_atom), 1))
+        flat_residual.index_copy_(0, rows, block.view(-1, n_features))
         dictionary[:, k] = new_atom
-        codes[..., k] = new_codes
+        flat_codes[:, k].index_copy_(0, rows, new_codes.reshape(-1))
 
 
 def _worst_signal(signals: Tensor, residual: Tensor, taken: Tensor, dead: Tensor, fallback: Tensor) -> Tensor:

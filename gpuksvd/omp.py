@@ -126,7 +126,9 @@ def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int,
     dtype, device = projections.dtype, projections.device
     eps = torch.finfo(dtype).eps
     alpha = projections.clone()
-    inv_chol = projections.new_zeros(n_locations, n_signals, n_nonzero, n_nonzero)  # L⁻¹, grows a row per step
+    # L⁻¹ grows a row per step. Its buffer grows in blocks of _GROWTH so that the k×k factor
+    # read at each step has a row stride close to k (compact in cache) without a copy per step.
+    inv_chol = projections.new_zeros(n_locations, n_signals, min(n_nonzero, _GROWTH), min(n_nonzero, _GROWTH))
     z = projections.new_zeros(n_locations, n_signals, n_nonzero)
     selected = torch.zeros(n_locations, n_signals, n_nonzero, dtype=torch.long, device=device)
     active = torch.ones(n_locations, n_signals, dtype=torch.bool, device=device)
@@ -153,8 +155,8 @@ def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int,
             # G_{I,j} for the selected set I: entries (i, j) of the flattened Gram matrix.
             gram_col = gram_rows.gather(-1, (selected[..., :k] * n_atoms + atom[..., None]).flatten(1)
                                         ).view(n_locations, n_signals, k)
-            prev = inv_chol[..., :k, :k].contiguous()  # one compact copy serves both products
-            w = torch.einsum("pnij,pnj->pni", prev, gram_col)
+            prev = inv_chol[..., :k, :k]
+            w = (gram_col[..., None, :] @ prev.mT).squeeze(-2)  # wᵀ = gᵀ L⁻ᵀ (row-vector products are BLAS's fast path)
             diag_sq = diag_sq - w.square().sum(-1)
         newly_dependent = active & (diag_sq <= eps)
         dependent |= newly_dependent
@@ -167,9 +169,11 @@ def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int,
         selected[..., k] = torch.where(active, atom, 0)
         # Row k of L⁻¹ is [−(L⁻ᵀw)ᵀ/d, 1/d]; stopped signals get the identity row and z_k = 0,
         # so they contribute nothing to the codes.
+        if k == inv_chol.shape[-1]:
+            inv_chol = _grow(inv_chol, min(n_nonzero, k + _GROWTH))
         inv_chol[..., k, k] = torch.where(active, 1.0 / diag, 1.0)
         if k > 0:
-            u = torch.einsum("pnji,pnj->pni", prev, w)
+            u = (w[..., None, :] @ prev).squeeze(-2)  # uᵀ = wᵀ L⁻¹
             inv_chol[..., k, :k] = torch.where(active[..., None], -u / diag[..., None], 0.0)
         if residual_sq is not None:
             residual_sq -= z_k.square()
@@ -180,9 +184,19 @@ def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int,
             alpha -= F.embedding_bag(rows, gram_table, per_sample_weights=weights.reshape(-1, k + 1),
                                      mode="sum").view_as(alpha)
 
-    coefficients = (inv_chol.mT @ z[..., None]).squeeze(-1)  # γ_I = L⁻ᵀ z
-    codes = torch.zeros_like(projections).scatter_add_(-1, selected, coefficients)
+    size = inv_chol.shape[-1]  # < n_nonzero when every pursuit ended early; later z are 0
+    coefficients = (z[..., None, :size] @ inv_chol).squeeze(-2)  # γ_I = L⁻ᵀ z
+    codes = torch.zeros_like(projections).scatter_add_(-1, selected[..., :size], coefficients)
     return codes, int(dependent.sum())
+
+
+_GROWTH = 8
+
+
+def _grow(inv_chol: Tensor, size: int) -> Tensor:
+    grown = inv_chol.new_zeros(*inv_chol.shape[:-2], size, size)
+    grown[..., : inv_chol.shape[-2], : inv_chol.shape[-1]] = inv_chol
+    return grown
 
 
 def _warn_dependent(n_dependent: int) -> None:
