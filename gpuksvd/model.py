@@ -102,7 +102,7 @@ class LocationModel(nn.Module):
         """Learn from training signals (P, N, C); returns their Mahalanobis distances (P, N)."""
         n_atoms = self.dictionaries_.shape[1]
         n_nonzero = config.nonzero_for(n_atoms, signals.shape[-1])
-        generator = torch.Generator(device=signals.device).manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.seed)  # initial atoms are drawn on the CPU
         result = ksvd(signals, n_atoms, n_nonzero, config.n_iter, init=config.init,
                       atom_update=config.atom_update, generator=generator, callback=callback,
                       max_memory=config.max_memory)
