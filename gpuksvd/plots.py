@@ -17,13 +17,16 @@ def _pyplot():
     return plt
 
 
-def save_overlays(paths: Sequence[str], maps: Tensor, masks: Tensor | None, scores: Tensor, labels: Tensor,
-                  image_size: Sequence[int], out_dir: str | Path, *, vmax: float | None = None) -> list[Path]:
-    """One PNG per image: the (resized) input, its ground truth and the anomaly map over it.
+def save_overlays(images: Tensor, names: Sequence[str], maps: Tensor, masks: Tensor | None, scores: Tensor,
+                  labels: Tensor, out_dir: str | Path, *, vmax: float | None = None) -> list[Path]:
+    """One PNG per image: the model's input, its ground truth and the anomaly map over it.
 
     Parameters
     ----------
-    paths : image files, length B
+    images : Tensor of shape (B, 3, H, W)
+        The preprocessed images in [0, 1] (as the model saw them, crop included), so that
+        maps and masks line up with them.
+    names : B file-name stems (unique)
     maps : Tensor of shape (B, H, W)
     masks : Tensor of shape (B, H, W) or None
     scores, labels : Tensor of shape (B,)
@@ -31,15 +34,13 @@ def save_overlays(paths: Sequence[str], maps: Tensor, masks: Tensor | None, scor
         Common upper end of the colour scale (default: the largest map value shown), so that
         overlays of one run are comparable.
     """
-    from PIL import Image
-
     plt = _pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     vmax = float(maps.max()) if vmax is None else vmax
     written = []
-    for i, path in enumerate(paths):
-        image = np.asarray(Image.open(path).convert("RGB").resize(tuple(image_size)[::-1]))
+    for i, name in enumerate(names):
+        image = images[i].permute(1, 2, 0).clamp(0, 1).numpy()
         fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
         axes[0].imshow(image)
         axes[0].set_title("input")
@@ -52,11 +53,18 @@ def save_overlays(paths: Sequence[str], maps: Tensor, masks: Tensor | None, scor
         for axis in axes:
             axis.axis("off")
         fig.tight_layout()
-        target = out_dir / f"{i:03d}_{Path(path).parent.name}_{Path(path).stem}.png"
+        target = out_dir / f"{name}.png"
         fig.savefig(target, dpi=80)
         plt.close(fig)
         written.append(target)
     return written
+
+
+def denormalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Undo the input normalisation of (B, 3, H, W) images → values in [0, 1]."""
+    mean_t = images.new_tensor(mean).view(1, -1, 1, 1)
+    std_t = images.new_tensor(std).view(1, -1, 1, 1)
+    return (images * std_t + mean_t).clamp(0, 1)
 
 
 def save_location_error(errors: Tensor, grid: tuple[int, int], path: str | Path, title: str = "") -> Path:
@@ -91,15 +99,18 @@ def save_location_error(errors: Tensor, grid: tuple[int, int], path: str | Path,
 
 
 def pick_overlay_indices(labels: Tensor, categories: Sequence[str], count: int) -> list[int]:
-    """Up to ``count`` images, anomalous first, spread over categories."""
+    """Up to ``count`` images: anomalous ones spread over categories, and one normal image
+    (when ``count`` ≥ 3) to show what a defect-free map looks like."""
+    normal = [i for i in range(len(labels)) if not int(labels[i])]
+    keep_normal = 1 if count >= 3 and normal else 0
     order = sorted(range(len(labels)), key=lambda i: (-int(labels[i]), categories[i], i))
     by_category: dict[str, list[int]] = {}
     for i in order:
-        by_category.setdefault(categories[i], []).append(i)
+        if int(labels[i]) or not keep_normal:
+            by_category.setdefault(categories[i], []).append(i)
     chosen: list[int] = []
-    while len(chosen) < count and any(by_category.values()):
+    while len(chosen) < count - keep_normal and any(by_category.values()):
         for queue in by_category.values():
-            if queue and len(chosen) < count:
+            if queue and len(chosen) < count - keep_normal:
                 chosen.append(queue.pop(0))
-    return chosen
-
+    return chosen + normal[:keep_normal]

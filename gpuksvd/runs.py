@@ -25,7 +25,7 @@ from .metrics import MetricsReport
 from .model import PSDL, PSDLConfig
 from .model_io import build_extractor, load_model, save_model
 from .pipeline import Predictions, evaluate_predictions, fit, peak_memory_bytes, predict
-from .plots import pick_overlay_indices, save_location_error, save_overlays
+from .plots import denormalize, pick_overlay_indices, save_location_error, save_overlays
 
 log = logging.getLogger("gpuksvd")
 
@@ -122,7 +122,7 @@ def train_run(cfg: Mapping[str, Any], run_dir: str | Path = ".") -> dict:
         "config": dict(cfg),
     }
     (run_dir / "metrics.md").write_text(report.to_markdown() + "\n")
-    _write_figures(model, predictions, run_dir, int(cfg.get("n_overlays", 8)))
+    _write_figures(model, predictions, splits.test, run_dir, int(cfg.get("n_overlays", 8)))
     write_json(result, run_dir / METRICS_FILE)  # last: its presence marks the run as finished
     log.info("\n%s", report.to_markdown())
     log.info("image AUROC %.4f | fit %.1f s (K-SVD %.3f s/iter) | scoring %.1f images/s",
@@ -159,7 +159,7 @@ def evaluate_run(cfg: Mapping[str, Any], run_dir: str | Path = ".") -> dict:
               "test_images_per_s": len(predictions.image_scores) / max(predictions.seconds, 1e-9),
               "device": _device_name(model.device), "config": dict(cfg)}
     (run_dir / "metrics.md").write_text(report.to_markdown() + "\n")
-    _write_figures(model, predictions, run_dir, int(cfg.get("n_overlays", 8)), with_error_plot=False)
+    _write_figures(model, predictions, splits.test, run_dir, int(cfg.get("n_overlays", 8)), with_error_plot=False)
     write_json(result, run_dir / METRICS_FILE)
     log.info("\n%s", report.to_markdown())
     return result
@@ -183,24 +183,32 @@ def _score_folder(model: PSDL, cfg: Mapping[str, Any], run_dir: Path, loader: di
         writer = csv.writer(stream)
         writer.writerow(["path", "score"])
         writer.writerows((path, f"{float(score):.6f}") for path, score in zip(predictions.paths, predictions.image_scores))
-    save_overlays(predictions.paths, predictions.maps, None, predictions.image_scores, predictions.labels,
-                  model.image_size, run_dir / "heatmaps", vmax=float(predictions.maps.max()))
+    _overlays(model, predictions, dataset, list(range(len(dataset))), run_dir / "heatmaps")
     log.info("scored %d images of %s: %s", len(paths), folder, run_dir / "scores.csv")
     return {"n_images": len(paths), "scores_csv": str(run_dir / "scores.csv")}
 
 
-def _write_figures(model: PSDL, predictions: Predictions, run_dir: Path, n_overlays: int,
+def _write_figures(model: PSDL, predictions: Predictions, dataset, run_dir: Path, n_overlays: int,
                    with_error_plot: bool = True) -> None:
     if n_overlays > 0 and predictions.maps is not None:
         chosen = pick_overlay_indices(predictions.labels, predictions.categories, n_overlays)
-        save_overlays([predictions.paths[i] for i in chosen], predictions.maps[chosen],
-                      predictions.masks[chosen] if predictions.masks is not None else None,
-                      predictions.image_scores[chosen], predictions.labels[chosen], model.image_size,
-                      run_dir / "overlays", vmax=float(predictions.maps.max()))
+        _overlays(model, predictions, dataset, chosen, run_dir / "overlays")
     if with_error_plot:
         for name, location_model, (_, height, width) in zip(model.extractor.set_names, model.sets, model.feature_shapes):
             save_location_error(location_model.train_error_, (height, width),
                                 run_dir / f"train_error_{name.replace('+', '_')}.png", title=f"training error, {name}")
+
+
+def _overlays(model: PSDL, predictions: Predictions, dataset, indices: list[int], out_dir: Path) -> None:
+    vmax = float(predictions.maps.max())
+    for start in range(0, len(indices), 32):  # a folder may hold many images: a batch at a time
+        part = indices[start : start + 32]
+        images = denormalize(torch.stack([dataset[i]["image"] for i in part]), model.extractor.mean, model.extractor.std)
+        names = [f"{start + j:04d}_{predictions.categories[i]}_{predictions.defect_types[i]}_{Path(predictions.paths[i]).stem}"
+                 for j, i in enumerate(part)]
+        save_overlays(images, names, predictions.maps[part],
+                      predictions.masks[part] if predictions.masks is not None else None,
+                      predictions.image_scores[part], predictions.labels[part], out_dir, vmax=vmax)
 
 
 def save_patch_errors(model: PSDL, predictions: Predictions, path: Path) -> Path:
