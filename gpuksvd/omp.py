@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._chunks import location_chunks
+from ._inverse_factor import inverse_factor
 
 
 class LinearDependenceWarning(UserWarning):
@@ -126,9 +127,7 @@ def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int,
     dtype, device = projections.dtype, projections.device
     eps = torch.finfo(dtype).eps
     alpha = projections.clone()
-    # L⁻¹ grows a row per step. Its buffer grows in blocks of _GROWTH so that the k×k factor
-    # read at each step has a row stride close to k (compact in cache) without a copy per step.
-    inv_chol = projections.new_zeros(n_locations, n_signals, min(n_nonzero, _GROWTH), min(n_nonzero, _GROWTH))
+    inv_chol = inverse_factor(n_locations, n_signals, n_nonzero, projections)  # L⁻¹, a row per step
     z = projections.new_zeros(n_locations, n_signals, n_nonzero)
     selected = torch.zeros(n_locations, n_signals, n_nonzero, dtype=torch.long, device=device)
     active = torch.ones(n_locations, n_signals, dtype=torch.bool, device=device)
@@ -155,8 +154,7 @@ def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int,
             # G_{I,j} for the selected set I: entries (i, j) of the flattened Gram matrix.
             gram_col = gram_rows.gather(-1, (selected[..., :k] * n_atoms + atom[..., None]).flatten(1)
                                         ).view(n_locations, n_signals, k)
-            prev = inv_chol[..., :k, :k]
-            w = (gram_col[..., None, :] @ prev.mT).squeeze(-2)  # wᵀ = gᵀ L⁻ᵀ (row-vector products are BLAS's fast path)
+            w = inv_chol.lower_product(k, gram_col)
             diag_sq = diag_sq - w.square().sum(-1)
         newly_dependent = active & (diag_sq <= eps)
         dependent |= newly_dependent
@@ -169,34 +167,24 @@ def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int,
         selected[..., k] = torch.where(active, atom, 0)
         # Row k of L⁻¹ is [−(L⁻ᵀw)ᵀ/d, 1/d]; stopped signals get the identity row and z_k = 0,
         # so they contribute nothing to the codes.
-        if k == inv_chol.shape[-1]:
-            inv_chol = _grow(inv_chol, min(n_nonzero, k + _GROWTH))
-        inv_chol[..., k, k] = torch.where(active, 1.0 / diag, 1.0)
+        off_diagonal = None
         if k > 0:
-            u = (w[..., None, :] @ prev).squeeze(-2)  # uᵀ = wᵀ L⁻¹
-            inv_chol[..., k, :k] = torch.where(active[..., None], -u / diag[..., None], 0.0)
+            u = inv_chol.upper_product(k, w)
+            off_diagonal = torch.where(active[..., None], -u / diag[..., None], 0.0)
+        inv_chol.set_row(k, off_diagonal, torch.where(active, 1.0 / diag, 1.0))
         if residual_sq is not None:
             residual_sq -= z_k.square()
         if k + 1 < n_nonzero:
             # α ← α − z_k · (row k of L⁻¹) G_I. Stopped signals have zero weights.
-            weights = inv_chol[..., k, : k + 1] * z_k[..., None]
+            weights = inv_chol.row(k) * z_k[..., None]
             rows = (selected[..., : k + 1] + table_offset).view(-1, k + 1)
             alpha -= F.embedding_bag(rows, gram_table, per_sample_weights=weights.reshape(-1, k + 1),
                                      mode="sum").view_as(alpha)
 
-    size = inv_chol.shape[-1]  # < n_nonzero when every pursuit ended early; later z are 0
-    coefficients = (z[..., None, :size] @ inv_chol).squeeze(-2)  # γ_I = L⁻ᵀ z
+    size = inv_chol.size  # < n_nonzero when every pursuit ended early; later z are 0
+    coefficients = inv_chol.upper_product(size, z[..., :size])  # γ_I = L⁻ᵀ z
     codes = torch.zeros_like(projections).scatter_add_(-1, selected[..., :size], coefficients)
     return codes, int(dependent.sum())
-
-
-_GROWTH = 8
-
-
-def _grow(inv_chol: Tensor, size: int) -> Tensor:
-    grown = inv_chol.new_zeros(*inv_chol.shape[:-2], size, size)
-    grown[..., : inv_chol.shape[-2], : inv_chol.shape[-1]] = inv_chol
-    return grown
 
 
 def _warn_dependent(n_dependent: int) -> None:

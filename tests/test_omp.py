@@ -150,3 +150,18 @@ def test_bad_shapes_and_dtypes_are_named():
         batch_omp(dictionary.float(), signals, 4)
     with pytest.raises(ValueError, match="P and C must agree"):
         batch_omp(dictionary[:, :, :10], signals, 4)
+
+
+def test_both_factor_layouts_give_the_same_codes(monkeypatch):
+    # The CPU uses a signals-last factor, CUDA the matrix one: check the CUDA layout here too.
+    import gpuksvd.omp as omp_module
+    from gpuksvd._inverse_factor import _Matrices
+
+    dictionary, signals = random_problem(n_atoms=40)
+    signals_last = batch_omp(dictionary, signals, 12)
+    monkeypatch.setattr(omp_module, "inverse_factor", lambda p, n, t, like: _Matrices(p, n, t, like))
+    matrices = batch_omp(dictionary, signals, 12)
+    assert torch.allclose(signals_last, matrices, atol=1e-12, rtol=0)
+    d, x = dictionary[0].numpy(), signals[0].numpy()
+    reference = orthogonal_mp_gram(d @ d.T, d @ x.T, n_nonzero_coefs=12).T
+    assert np.abs(matrices[0].numpy() - reference).max() <= 1e-8

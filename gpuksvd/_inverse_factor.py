@@ -1,0 +1,96 @@
+"""The growing inverse Cholesky factor L⁻¹ of Batch-OMP, one per (location, signal).
+
+Each OMP step needs two products with the leading k×k block, ``L⁻¹ g`` and ``L⁻ᵀ w``, for
+every signal. What is fastest differs by device, so the storage does too:
+
+* CUDA: matrices ``(P, N, k, k)`` and batched matrix products (one launch per product).
+* CPU: signals last, ``(P, T, T, N)``, and one fused multiply-add over all signals per row or
+  column of the factor. BLAS would make one call per 1×k by k×k product, which costs more than
+  the arithmetic; here every operation runs over N contiguous values and only the triangle is
+  touched (measured 4-5x faster at N = 3629, k = 25 on 2 cores).
+
+Both give the same numbers up to rounding order.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_GROWTH = 8
+
+
+def inverse_factor(n_locations: int, n_signals: int, n_nonzero: int, like: Tensor):
+    """The factor store for ``like``'s device and dtype."""
+    kind = _SignalsLast if like.device.type == "cpu" else _Matrices
+    return kind(n_locations, n_signals, n_nonzero, like)
+
+
+class _Matrices:
+    """L⁻¹ as (P, N, c, c) matrices; the capacity c grows in blocks of _GROWTH so that the k×k
+    block read at each step has a row stride close to k, without a copy per step."""
+
+    def __init__(self, n_locations: int, n_signals: int, n_nonzero: int, like: Tensor) -> None:
+        self.n_nonzero = n_nonzero
+        size = min(n_nonzero, _GROWTH)
+        self.data = like.new_zeros(n_locations, n_signals, size, size)
+
+    def lower_product(self, k: int, g: Tensor) -> Tensor:
+        """L⁻¹[:k, :k] g for g of shape (P, N, k)."""
+        return (g[..., None, :] @ self.data[..., :k, :k].mT).squeeze(-2)
+
+    def upper_product(self, k: int, w: Tensor) -> Tensor:
+        """L⁻ᵀ[:k, :k] w for w of shape (P, N, k)."""
+        return (w[..., None, :] @ self.data[..., :k, :k]).squeeze(-2)
+
+    def set_row(self, k: int, off_diagonal: Tensor | None, diagonal: Tensor) -> None:
+        if k == self.data.shape[-1]:
+            grown = self.data.new_zeros(*self.data.shape[:-2], min(self.n_nonzero, k + _GROWTH),
+                                        min(self.n_nonzero, k + _GROWTH))
+            grown[..., :k, :k] = self.data
+            self.data = grown
+        self.data[..., k, k] = diagonal
+        if off_diagonal is not None:
+            self.data[..., k, :k] = off_diagonal
+
+    def row(self, k: int) -> Tensor:
+        """Row k, entries 0..k, of shape (P, N, k + 1)."""
+        return self.data[..., k, : k + 1]
+
+    @property
+    def size(self) -> int:
+        return self.data.shape[-1]
+
+
+class _SignalsLast:
+    """L⁻¹ as (P, T, T, N): entry (i, l) of every signal's factor is one contiguous row."""
+
+    def __init__(self, n_locations: int, n_signals: int, n_nonzero: int, like: Tensor) -> None:
+        self.data = like.new_zeros(n_locations, n_nonzero, n_nonzero, n_signals)
+        self.filled = 0
+
+    def lower_product(self, k: int, g: Tensor) -> Tensor:
+        g = g.transpose(1, 2).contiguous()  # (P, k, N)
+        w = torch.zeros_like(g)
+        for col in range(k):  # w[i] += L[i, col] g[col] for the rows i ≥ col of the triangle
+            w[:, col:].addcmul_(self.data[:, col:k, col], g[:, col : col + 1])
+        return w.transpose(1, 2)
+
+    def upper_product(self, k: int, w: Tensor) -> Tensor:
+        w = w.transpose(1, 2).contiguous()  # (P, k, N)
+        u = torch.zeros_like(w)
+        for row in range(k):  # u[l] += L[row, l] w[row] for the columns l ≤ row
+            u[:, : row + 1].addcmul_(self.data[:, row, : row + 1], w[:, row : row + 1])
+        return u.transpose(1, 2)
+
+    def set_row(self, k: int, off_diagonal: Tensor | None, diagonal: Tensor) -> None:
+        self.data[:, k, k] = diagonal
+        if off_diagonal is not None:
+            self.data[:, k, :k] = off_diagonal.transpose(1, 2)
+        self.filled = k + 1
+
+    def row(self, k: int) -> Tensor:
+        return self.data[:, k, : k + 1].transpose(1, 2)
+
+    @property
+    def size(self) -> int:
+        return self.filled
