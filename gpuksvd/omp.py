@@ -57,7 +57,7 @@ def batch_omp(
         ``orthogonal_mp_gram``), even before ``n_nonzero`` atoms.
     max_memory : int, optional
         Working-memory budget in bytes; locations are processed in chunks that fit it (same
-        result as unchunked). Default: half the free CUDA memory, or a cache-sized 32 MiB on the CPU.
+        result as unchunked). Default: half the free CUDA memory, or 256 MiB on the CPU.
 
     Returns
     -------
