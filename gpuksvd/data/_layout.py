@@ -118,3 +118,35 @@ def seeded_test_mask(n_units: int, test_fraction: float, seed: int, sizes: Seque
     is_test = np.zeros(n_units, dtype=bool)
     is_test[order[taken_before < target]] = True
     return is_test
+
+
+def category_folders(root: Path, categories: Sequence[str] | str | None, what: str, plural: str,
+                     layout: str) -> list[Path]:
+    """The folders of the requested categories under ``root`` (all with a ``train/`` folder when
+    ``categories`` is None), each checked to exist.
+
+    ``what`` names one category in messages ("MVTec AD category", "BTAD product"), ``plural``
+    all of them ("Categories", "Products"). Integers are
+    read as two-digit names: Hydra parses ``categories=[01]`` as the int 1 (BTAD's "01").
+    """
+    dataset, _, singular = what.rpartition(" ")
+    found = sorted(p.name for p in root.iterdir() if (p / "train").is_dir())
+    if categories is None:
+        if not found:
+            raise FileNotFoundError(
+                f"no {singular} folder (a folder with a train/ sub-folder) under the {dataset} root {root}. "
+                f"Expected layout:\n{layout}"
+            )
+        categories = found
+    elif isinstance(categories, (str, int)):
+        categories = [categories]
+    folders = []
+    for name in categories:
+        name = f"{name:02d}" if isinstance(name, int) else str(name)
+        if not (root / name).is_dir():
+            raise FileNotFoundError(
+                f"{what} {name!r} not found: {root / name} does not exist. "
+                f"{plural} under {root}: {', '.join(found) or 'none'}. Expected layout:\n{layout}"
+            )
+        folders.append(root / name)
+    return folders

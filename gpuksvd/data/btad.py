@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._layout import as_path, find_mask, list_images, require_dir, require_images
+from ._layout import as_path, category_folders, find_mask, list_images, require_dir, require_images
 from .records import ANOMALOUS, NORMAL, ImageRecord
 
 BTAD_PRODUCTS = ("01", "02", "03")
@@ -48,26 +48,9 @@ def list_btad(root: str | Path | None, categories: Sequence[str] | str | None = 
         When ``root`` is not set, or a training folder holds no images.
     """
     root = require_dir(as_path(root, "the BTAD root", _ROOT_HINT), "BTAD root", BTAD_LAYOUT)
-    found = sorted(p.name for p in root.iterdir() if (p / "train").is_dir())
-    if categories is None:
-        if not found:
-            raise FileNotFoundError(
-                f"no product folder (a folder with a train/ sub-folder) under the BTAD root {root}. "
-                f"Expected layout:\n{BTAD_LAYOUT}"
-            )
-        categories = found
-    elif isinstance(categories, str):
-        categories = [categories]
     records: list[ImageRecord] = []
-    for product in categories:
-        # Hydra reads `categories=[01]` as the int 1: accept it as product "01".
-        product = f"{product:02d}" if isinstance(product, int) else str(product)
-        if not (root / product).is_dir():
-            raise FileNotFoundError(
-                f"BTAD product {product!r} not found: {root / product} does not exist. "
-                f"Products under {root}: {', '.join(found) or 'none'}. Expected layout:\n{BTAD_LAYOUT}"
-            )
-        records += _list_product(root / product)
+    for folder in category_folders(root, categories, "BTAD product", "Products", BTAD_LAYOUT):
+        records += _list_product(folder)
     return records
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._layout import as_path, find_mask, list_images, require_dir, require_images
+from ._layout import as_path, category_folders, find_mask, list_images, require_dir, require_images
 from .records import ANOMALOUS, NORMAL, ImageRecord
 
 MVTEC_TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
@@ -53,24 +53,9 @@ def list_mvtec(root: str | Path | None, categories: Sequence[str] | str | None =
         When ``root`` is not set, or a training folder holds no images.
     """
     root = require_dir(as_path(root, "the MVTec AD root", _ROOT_HINT), "MVTec AD root", MVTEC_LAYOUT)
-    found = sorted(p.name for p in root.iterdir() if (p / "train").is_dir())
-    if categories is None:
-        if not found:
-            raise FileNotFoundError(
-                f"no category folder (a folder with a train/ sub-folder) under the MVTec AD root "
-                f"{root}. Expected layout:\n{MVTEC_LAYOUT}"
-            )
-        categories = found
-    elif isinstance(categories, str):
-        categories = [categories]
     records: list[ImageRecord] = []
-    for category in categories:
-        if not (root / category).is_dir():
-            raise FileNotFoundError(
-                f"MVTec AD category {category!r} not found: {root / category} does not exist. "
-                f"Categories under {root}: {', '.join(found) or 'none'}. Expected layout:\n{MVTEC_LAYOUT}"
-            )
-        records += _list_category(root / category)
+    for folder in category_folders(root, categories, "MVTec AD category", "Categories", MVTEC_LAYOUT):
+        records += _list_category(folder)
     return records
 
 
