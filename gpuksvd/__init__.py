@@ -26,14 +26,37 @@ from .omp import LinearDependenceWarning, batch_omp
 
 __version__ = "0.1.0"
 
+# The detector side pulls in timm and the data stack: import it on first use, so that the
+# sparse-coding engine stays a light import.
+_LAZY = {
+    "PSDL": "model", "PSDLConfig": "model", "FeatureExtractor": "features",
+    "load_model": "model_io", "save_model": "model_io", "train_run": "runs", "evaluate_run": "runs",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'gpuksvd' has no attribute {name!r}")
+
+
 __all__ = [
+    "FeatureExtractor",
     "KSVDResult",
+    "PSDL",
+    "PSDLConfig",
     "LinearDependenceWarning",
     "batch_omp",
     "dct2d_dictionary",
     "dct_dictionary",
+    "evaluate_run",
     "haar_dictionary",
     "initial_dictionary",
     "ksvd",
+    "load_model",
     "random_dictionary",
+    "save_model",
+    "train_run",
 ]
