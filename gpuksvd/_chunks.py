@@ -14,11 +14,16 @@ import torch
 CPU_DEFAULT_BUDGET = 256 * 1024**2
 
 
+#: Upper bound of the default CUDA budget: the working set is estimated, not measured, and
+#: the WRN-50 scale must stay within 60 GB of peak memory on one GPU.
+CUDA_MAX_DEFAULT_BUDGET = 40 * 1024**3
+
+
 def default_budget(device: torch.device) -> int:
-    """Half the free memory of a CUDA device, :data:`CPU_DEFAULT_BUDGET` on the CPU."""
+    """Half the free memory of a CUDA device (at most 40 GiB), :data:`CPU_DEFAULT_BUDGET` on the CPU."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return free // 2
+        return min(free // 2, CUDA_MAX_DEFAULT_BUDGET)
     return CPU_DEFAULT_BUDGET
 
 

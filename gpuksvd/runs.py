@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import torch
 
 from .data import ImageDataset, ImageRecord, Preprocess, build_splits
 from .data._layout import list_images
-from .metrics import MetricsReport
+from .metrics import MetricsReport, MissingMaskWarning
 from .model import PSDL, PSDLConfig
 from .model_io import build_extractor, load_model, save_model
 from .pipeline import Predictions, evaluate_predictions, fit, peak_memory_bytes, predict
@@ -94,7 +95,7 @@ def train_run(cfg: Mapping[str, Any], run_dir: str | Path = ".") -> dict:
     times = fit(model, splits.train, **loader)
     save_model(model, run_dir / cfg.get("model_file", "model.safetensors"))
     predictions = predict(model, splits.test, **loader, keep_descriptors=bool(cfg.get("save_patch_errors", False)))
-    report = evaluate_predictions(predictions, model, splits.groups, normalize=cfg.get("normalize", "none"))
+    report = _evaluate(predictions, model, splits.groups, cfg.get("normalize", "none"))
     if predictions.descriptors is not None:
         save_patch_errors(model, predictions, run_dir / "patch_errors.npz")
     result = {
@@ -153,7 +154,7 @@ def evaluate_run(cfg: Mapping[str, Any], run_dir: str | Path = ".") -> dict:
         return _score_folder(model, cfg, run_dir, loader)
     splits = build_splits(cfg["dataset"], mean=model.extractor.mean, std=model.extractor.std)
     predictions = predict(model, splits.test, **loader)
-    report = evaluate_predictions(predictions, model, splits.groups, normalize=cfg.get("normalize", "none"))
+    report = _evaluate(predictions, model, splits.groups, cfg.get("normalize", "none"))
     result = {"main_metric": _finite_or_none(report.main_metric), "metrics": report.to_dict(),
               "normalize": cfg.get("normalize", "none"), "model": str(cfg["model"]), "n_test": len(splits.test),
               "test_images_per_s": len(predictions.image_scores) / max(predictions.seconds, 1e-9),
@@ -163,6 +164,13 @@ def evaluate_run(cfg: Mapping[str, Any], run_dir: str | Path = ".") -> dict:
     write_json(result, run_dir / METRICS_FILE)
     log.info("\n%s", report.to_markdown())
     return result
+
+
+def _evaluate(predictions: Predictions, model: PSDL, groups, normalize: str) -> MetricsReport:
+    # build_splits already warned once, with the count, about test images without a mask.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingMaskWarning)
+        return evaluate_predictions(predictions, model, groups, normalize=normalize)
 
 
 def _score_folder(model: PSDL, cfg: Mapping[str, Any], run_dir: Path, loader: dict) -> dict:

@@ -46,9 +46,12 @@ def test_ksdd(tmp_path):
 
 def test_folder(tmp_path):
     root = make_folder_tree(tmp_path / "parts", n_train=10, size=64)
-    with pytest.warns(UserWarning, match="no mask"):
+    with pytest.warns(UserWarning) as caught:
         result = run(tmp_path, ["dataset=folder", f"dataset.train_dir={root / 'train'}",
                                 f"dataset.test_normal_dir={root / 'test_normal'}",
                                 f"dataset.test_anomalous_dir={root / 'test_anomalous'}",
                                 f"dataset.mask_dir={root / 'masks'}", "dataset.resize=64", "dataset.crop=64"])
+    about_masks = [str(w.message) for w in caught if "mask" in str(w.message)]
+    assert len(about_masks) == 1 and "1 of 3 anomalous test images have no mask" in about_masks[0]
     assert result["n_test"] == 5
+    assert result["metrics"]["per_category"]["folder"]["pixel_auroc"] is not None  # from the masked images
