@@ -41,6 +41,7 @@ import numpy as np
 import yaml
 
 from .metrics import METRIC_NAMES, METRIC_TITLES, MetricsReport
+from .plots import _pyplot
 
 #: Keys never shown as columns when a run does not record its own exclude list: the preset and
 #: settings that do not change results (the exclude_keys of conf/experiment/_base.yaml).
@@ -586,13 +587,10 @@ def patch_errors(column: Column, set_index: int = 0) -> tuple[np.ndarray, np.nda
     return np.concatenate(normal), np.concatenate(anomalous)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _columns_with_errors(table: Table) -> list:
+    """(column, training errors) for the columns whose runs recorded training errors."""
+    data = [(column, train_errors(column)) for column in table.columns]
+    return [(column, errors) for column, errors in data if errors]
 
 
 def _integer_ticks(axis) -> None:
@@ -617,8 +615,7 @@ def _save(fig, path: Path, plt) -> Path:
 def plot_error_maps(table: Table, path: str | Path) -> Path | None:
     """Paper Figs. 2 and 4: the final training reconstruction error per location, one heatmap per
     column (and feature set), on one colour scale per feature set."""
-    data = [(column, train_errors(column)) for column in table.columns]
-    data = [(column, errors) for column, errors in data if errors]
+    data = _columns_with_errors(table)
     if not data:
         return None
     plt = _pyplot()
@@ -645,8 +642,7 @@ def plot_error_maps(table: Table, path: str | Path) -> Path | None:
 def plot_error_curves(table: Table, path: str | Path) -> Path | None:
     """Paper Figs. 2 and 3: the training reconstruction error averaged over locations against
     the K-SVD iteration, one line per column (one panel per feature set)."""
-    data = [(column, train_errors(column)) for column in table.columns]
-    data = [(column, errors) for column, errors in data if errors]
+    data = _columns_with_errors(table)
     if not data:
         return None
     plt = _pyplot()
@@ -672,8 +668,7 @@ def plot_location_curves(table: Table, path: str | Path, set_name: str | None = 
     """Paper Fig. 3: the training error curve of every location (thin lines, coloured by
     location) and their mean (black), one panel per column, for one feature set (default: the
     first)."""
-    data = [(column, train_errors(column)) for column in table.columns]
-    data = [(column, errors) for column, errors in data if errors]
+    data = _columns_with_errors(table)
     if not data:
         return None
     set_name = set_name or next(iter(data[0][1]))
@@ -697,8 +692,7 @@ def plot_location_curves(table: Table, path: str | Path, set_name: str | None = 
 def plot_error_surfaces(table: Table, path: str | Path, set_name: str | None = None) -> Path | None:
     """Paper Fig. 3: the final training error map as a 3-D surface over the feature map grid,
     one panel per column, for one feature set (default: the first)."""
-    data = [(column, train_errors(column)) for column in table.columns]
-    data = [(column, errors) for column, errors in data if errors]
+    data = _columns_with_errors(table)
     if not data:
         return None
     set_name = set_name or next(iter(data[0][1]))
