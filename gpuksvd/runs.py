@@ -86,6 +86,10 @@ def train_run(cfg: Mapping[str, Any], run_dir: str | Path = ".") -> dict:
     backbone = cfg["backbone"]
     extractor = build_extractor(backbone["name"], list(backbone["layers"]), weights=str(backbone.get("weights", "pretrained")),
                                 fusion=backbone.get("fusion", "concat"), trim_to_square=bool(backbone.get("trim_to_square", False)))
+    if cfg["dataset"].get("name") == "generated":  # generate first, honouring progress=false
+        from .data.generated import ensure_generated
+
+        ensure_generated(cfg["dataset"].get("root"), seed=int(cfg["dataset"].get("generation_seed") or 0), progress=progress)
     splits = build_splits(cfg["dataset"], mean=extractor.mean, std=extractor.std)
     image_size = tuple(splits.train[0]["image"].shape[-2:])
     model = PSDL(extractor, PSDLConfig(**cfg.get("ksvd", {})), image_size).to(device)
