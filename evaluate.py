@@ -10,6 +10,7 @@ import logging
 import math
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from gpuksvd.runs import evaluate_run
@@ -19,7 +20,7 @@ log = logging.getLogger("gpuksvd")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    result = evaluate_run(OmegaConf.to_container(cfg, resolve=True))
+    result = evaluate_run(OmegaConf.to_container(cfg, resolve=True), HydraConfig.get().runtime.output_dir)
     main_metric = result.get("main_metric")
     return main_metric if main_metric is not None else math.nan
 

@@ -22,14 +22,15 @@ log = logging.getLogger("gpuksvd")
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     config = OmegaConf.to_container(cfg, resolve=True)
+    run_dir = HydraConfig.get().runtime.output_dir
     try:
-        result = train_run(config)
+        result = train_run(config, run_dir)
     except Exception as error:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
         # In a sweep one failed job must not stop the others: record why, go on.
         log.exception("run failed: %s", error)
-        write_json({"error": f"{type(error).__name__}: {error}", "config": config}, "failed.json")
+        write_json({"error": f"{type(error).__name__}: {error}", "config": config}, f"{run_dir}/failed.json")
         return math.nan
     return result["main_metric"] if result["main_metric"] is not None else math.nan
 

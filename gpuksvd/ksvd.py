@@ -114,8 +114,11 @@ def ksvd(
     for iteration in range(n_iter + 1):
         for chunk in chunks:
             x, atoms = signals[chunk], dictionary[chunk]
-            chunk_codes, dependent = _gram_omp(atoms @ atoms.mT, x @ atoms.mT, n_nonzero)
-            n_dependent += dependent
+            if iteration == 1:
+                chunk_codes = codes[chunk]  # the initial coding: the atoms have not changed since
+            else:
+                chunk_codes, dependent = _gram_omp(atoms @ atoms.mT, x @ atoms.mT, n_nonzero)
+                n_dependent += dependent
             residual = x - chunk_codes @ atoms
             if iteration == 0:
                 location_sq_error[0, chunk] = residual.square().sum((1, 2))
@@ -162,7 +165,8 @@ def _update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: 
     users = unused.sort(dim=-1, stable=True).indices  # (P, K, N)
     user_counts = (unused == 0).sum(-1)  # (P, K)
     widths = user_counts.amax(0).tolist()  # per atom, the largest user count over locations
-    any_dead = bool((user_counts == 0).any())
+    # Atoms unused at some location of the chunk, found once (not one device sync per atom).
+    dead_atoms = set((user_counts == 0).any(0).nonzero().flatten().tolist())
     # Each dead atom takes the worst-represented signal not yet used by another dead atom.
     taken = torch.zeros(n_locations, n_signals, dtype=torch.bool, device=signals.device)
     flat_residual = residual.view(n_locations * n_signals, n_features)
@@ -188,10 +192,9 @@ def _update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: 
             # (d @ Eᵀ) rather than (E @ d): the row-vector form takes BLAS's fast path.
             new_codes = (torch.bmm(new_atom[:, None, :], block.mT).squeeze(1)
                          + old_codes * (old_atom * new_atom).sum(-1, keepdim=True)) * used
-        if any_dead:
+        if k in dead_atoms:
             dead = user_counts[:, k] == 0  # (P,)
-            if bool(dead.any()):
-                new_atom = torch.where(dead[:, None], _worst_signal(signals, residual, taken, dead, old_atom), new_atom)
+            new_atom = torch.where(dead[:, None], _worst_signal(signals, residual, taken, dead, old_atom), new_atom)
         # E ← E + γ_old d_oldᵀ − γ_new d_newᵀ on the users' rows, one batched rank-2 product.
         block.baddbmm_(torch.stack((old_codes, -new_codes), -1), torch.stack((old_atom, new_atom), 1))
         flat_residual.index_copy_(0, rows, block.view(-1, n_features))

@@ -9,6 +9,7 @@ Fitted state lives in registered buffers (``dictionaries_``, ``mean_``, ``precis
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -17,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from .gaussian import code_descriptors, fit_gaussian, mahalanobis
-from .ksvd import ksvd
+from .dictionaries import INITS
+from .ksvd import ATOM_UPDATES, ksvd
 from .maps import anomaly_maps, image_scores
 from .omp import batch_omp
 
@@ -65,6 +67,14 @@ class PSDLConfig:
     max_memory: int | None = None
 
     def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}: choose one of {', '.join(INITS)}")
+        if self.atom_update not in ATOM_UPDATES:
+            raise ValueError(f"unknown atom_update {self.atom_update!r}: choose one of {', '.join(ATOM_UPDATES)}")
+        if isinstance(self.n_iter, bool) or not isinstance(self.n_iter, int) or self.n_iter < 0:
+            raise ValueError(f"n_iter must be a non-negative integer (0: fixed dictionary), got {self.n_iter!r}")
+        if self.covariance_reg < 0 or self.sigma < 0:
+            raise ValueError(f"covariance_reg and sigma must be ≥ 0, got {self.covariance_reg} and {self.sigma}")
         if not 0 < self.sparsity <= 1:
             raise ValueError(f"sparsity must be a fraction of the atoms in (0, 1], got {self.sparsity}")
         if self.stats_codes not in STATS_CODES:
@@ -74,6 +84,20 @@ class PSDLConfig:
 
     def atoms_for(self, n_features: int) -> int:
         return n_features if self.n_atoms is None else int(self.n_atoms)
+
+    def check_features(self, n_features: int, name: str) -> None:
+        """Refuse settings that cannot work on ``n_features`` channels, before any data is read."""
+        n_atoms = self.atoms_for(n_features)
+        if self.init == "haar" and n_atoms > n_features:
+            raise ValueError(
+                f"init=haar gives at most {n_features} atoms on {name!r} ({n_features} channels), but "
+                f"n_atoms={n_atoms}: use ksvd.init=dct or random, or ksvd.n_atoms ≤ {n_features}"
+            )
+        if self.init == "dct2d" and (math.isqrt(n_features) ** 2 != n_features or math.isqrt(n_atoms) ** 2 != n_atoms):
+            raise ValueError(
+                f"init=dct2d needs square channel and atom counts, got {n_features} channels and {n_atoms} "
+                f"atoms on {name!r}: set backbone.trim_to_square=true (and a square ksvd.n_atoms), or use ksvd.init=dct"
+            )
 
     def nonzero_for(self, n_atoms: int, n_features: int) -> int:
         return max(1, min(round(self.sparsity * n_atoms), n_atoms, n_features))
@@ -99,23 +123,25 @@ class LocationModel(nn.Module):
 
     def fit(self, signals: Tensor, config: PSDLConfig,
             callback: Callable[[int, float], None] | None = None) -> Tensor:
-        """Learn from training signals (P, N, C); returns their Mahalanobis distances (P, N)."""
+        """Learn from training signals (P, N, C); returns their Mahalanobis distances (P, N),
+        scored with fresh OMP codes as test signals are."""
         n_atoms = self.dictionaries_.shape[1]
         n_nonzero = config.nonzero_for(n_atoms, signals.shape[-1])
         generator = torch.Generator().manual_seed(config.seed)  # initial atoms are drawn on the CPU
         result = ksvd(signals, n_atoms, n_nonzero, config.n_iter, init=config.init,
                       atom_update=config.atom_update, generator=generator, callback=callback,
                       max_memory=config.max_memory)
-        codes = result.codes
-        if config.stats_codes == "omp":
-            codes = batch_omp(result.dictionary, signals, n_nonzero, max_memory=config.max_memory)
-        descriptors = code_descriptors(signals, result.dictionary, codes)
+        fresh_codes = batch_omp(result.dictionary, signals, n_nonzero, max_memory=config.max_memory)
+        fresh = code_descriptors(signals, result.dictionary, fresh_codes)
+        descriptors = fresh if config.stats_codes == "omp" else code_descriptors(signals, result.dictionary, result.codes)
         mean, precision = fit_gaussian(descriptors, config.covariance_reg)
         self.dictionaries_.copy_(result.dictionary)
         self.mean_.copy_(mean)
         self.precision_.copy_(precision)
         self.train_error_.copy_(result.location_error)
-        return mahalanobis(descriptors, mean, precision)
+        # Training images are scored as test images are (fresh OMP codes), so that the
+        # per-category normalisation from training scores compares like with like.
+        return mahalanobis(fresh, mean, precision)
 
     def location_scores(self, signals: Tensor, n_nonzero: int, max_memory: int | None = None) -> tuple[Tensor, Tensor]:
         """Mahalanobis distances (P, B) of test signals (P, B, C), and their descriptors (P, B, 2)."""
@@ -158,6 +184,11 @@ class PSDL(nn.Module):
         self.config = config
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.feature_shapes = extractor.output_shapes(self.image_size)
+        for (channels, _, _), name in zip(self.feature_shapes, extractor.set_names):
+            config.check_features(channels, name)
+        #: Geometry of the training images (resize/crop …), recorded so that a folder of new
+        #: images can be scored the same way; set by whoever builds the training data.
+        self.preprocess: dict = {}
         self.sets = nn.ModuleList(
             LocationModel(h * w, config.atoms_for(c), c, config.n_iter) for c, h, w in self.feature_shapes
         )
@@ -195,11 +226,18 @@ class PSDL(nn.Module):
         Returns
         -------
         float
-            Seconds per K-SVD iteration (all feature sets), excluding the initial coding.
+            Seconds per K-SVD iteration (all feature sets): the wall time of the K-SVD runs over
+            n_iter, where the initial coding counts as the first iteration's sparse coding.
         """
         from tqdm.auto import tqdm
 
         n_train = feature_sets[0].shape[0]
+        for features, expected, name in zip(feature_sets, self.feature_shapes, self.extractor.set_names):
+            if tuple(features.shape[1:]) != tuple(expected) or features.shape[0] != n_train:
+                raise ValueError(
+                    f"training features of {name!r} have shape {tuple(features.shape)}, expected "
+                    f"({n_train}, {', '.join(map(str, expected))}) for {self.image_size} images"
+                )
         location_scores, iteration_times = [], []
         for index, (features, location_model) in enumerate(zip(feature_sets, self.sets)):
             signals = to_signals(features.to(self.device, torch.float32))
@@ -252,5 +290,6 @@ class PSDL(nn.Module):
             "extractor": self.extractor.describe(),
             "config": asdict(self.config),
             "image_size": list(self.image_size),
+            "preprocess": dict(self.preprocess),
             "train_categories": list(self.train_categories),
         }

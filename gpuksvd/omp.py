@@ -140,13 +140,15 @@ def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int,
     gram_table = gram.reshape(n_locations * n_atoms, n_atoms)
     table_offset = (torch.arange(n_locations, device=device) * n_atoms).view(n_locations, 1, 1)
     residual_sq = sq_norms.clone() if tol is not None else None
+    stop_level = eps * projections.square().amax(-1)  # (P, N)
 
     for k in range(n_nonzero):
         atom = alpha.abs().argmax(-1)  # (P, N)
         alpha_atom = alpha.gather(-1, atom[..., None]).squeeze(-1)
         # Signals already represented exactly (all-zero signals included) have no correlation
-        # left; scikit-learn stops there too (alpha² < eps).
-        active &= alpha_atom.square() >= eps
+        # left. scikit-learn stops at alpha² < eps; relative to the signal's largest initial
+        # correlation here, so that the codes of small-valued signals do not stop early.
+        active &= (alpha_atom != 0) & (alpha_atom.square() >= stop_level)
         if residual_sq is not None:
             active &= residual_sq > tol
         diag_sq = gram_diag.gather(-1, atom)

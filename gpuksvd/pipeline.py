@@ -47,9 +47,7 @@ def fit(model: PSDL, dataset: Dataset, *, batch_size: int = 32, num_workers: int
         progress: bool = True) -> FitTimes:
     """Extract training features and fit ``model`` on them (all categories at once)."""
     start = time.perf_counter()
-    features, categories = extract_training_features(model, dataset, batch_size=batch_size,
-                                                     num_workers=num_workers, progress=progress)
-    n_train = features[0].shape[0]
+    n_train = len(dataset)  # checked before the (long) feature extraction
     for (channels, _, _), name in zip(model.feature_shapes, model.extractor.set_names):
         n_atoms = model.config.atoms_for(channels)
         if n_train < n_atoms:
@@ -58,6 +56,8 @@ def fit(model: PSDL, dataset: Dataset, *, batch_size: int = 32, num_workers: int
                 f"({channels} channels), got {n_train}: add training images, or pick a layer with fewer "
                 "channels / set ksvd.n_atoms lower / backbone.trim_to_square=true"
             )
+    features, categories = extract_training_features(model, dataset, batch_size=batch_size,
+                                                     num_workers=num_workers, progress=progress)
     _synchronize(model.device)
     extracted = time.perf_counter()
     per_iter = model.fit_features(features, categories, progress=progress)
@@ -101,6 +101,8 @@ class Predictions:
 def predict(model: PSDL, dataset: Dataset, *, batch_size: int = 32, num_workers: int = 0,
             progress: bool = True, keep_maps: bool = True, keep_descriptors: bool = False) -> Predictions:
     """Anomaly maps and image scores of every image of ``dataset``."""
+    if len(dataset) == 0:
+        raise ValueError("nothing to score: the dataset is empty (check its folders and categories)")
     scores, maps, labels, masks, has_mask, descriptors = [], [], [], [], [], []
     categories, paths, defect_types = [], [], []
     start = time.perf_counter()

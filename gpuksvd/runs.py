@@ -91,8 +91,15 @@ def train_run(cfg: Mapping[str, Any], run_dir: str | Path = ".") -> dict:
 
         ensure_generated(cfg["dataset"].get("root"), seed=int(cfg["dataset"].get("generation_seed") or 0), progress=progress)
     splits = build_splits(cfg["dataset"], mean=extractor.mean, std=extractor.std)
+    if len(splits.test) == 0:
+        raise ValueError(
+            f"dataset {splits.name!r} has no test image, so train.py cannot evaluate: give test folders "
+            "(dataset.test_normal_dir / dataset.test_anomalous_dir) or dataset.split_ratio; to score new "
+            "images with a model, use evaluate.py images=<folder>"
+        )
     image_size = tuple(splits.train[0]["image"].shape[-2:])
     model = PSDL(extractor, PSDLConfig(**cfg.get("ksvd", {})), image_size).to(device)
+    model.preprocess = {key: cfg["dataset"].get(key) for key in ("resize", "crop", "pre_crop")}
     log.info("fitting %s %s on %d training images of %s (%d categories) on %s",
              backbone["name"], "+".join(backbone["layers"]), len(splits.train), splits.name, len(splits.categories), device)
     loader = dict(batch_size=int(cfg.get("batch_size", 32)), num_workers=int(cfg.get("num_workers", 0)), progress=progress)
@@ -185,8 +192,10 @@ def _score_folder(model: PSDL, cfg: Mapping[str, Any], run_dir: Path, loader: di
     if not paths:
         raise ValueError(f"no image files in {folder} (looked for .png, .jpg, .bmp, .tif …)")
     dataset_cfg = cfg.get("dataset") or {}
-    preprocess = Preprocess(resize=dataset_cfg.get("resize", 256), crop=dataset_cfg.get("crop", 224),
-                            pre_crop=dataset_cfg.get("pre_crop"))
+    # The training geometry recorded in the model file wins: the images must match its input size.
+    geometry = model.preprocess or {key: dataset_cfg.get(key) for key in ("resize", "crop", "pre_crop")}
+    preprocess = Preprocess(resize=geometry.get("resize") or 256, crop=geometry.get("crop"),
+                            pre_crop=geometry.get("pre_crop"))
     records = [ImageRecord(path=p, category=folder.name, split="test", label=0, defect_type="unknown") for p in paths]
     dataset = ImageDataset(records, preprocess, model.extractor.mean, model.extractor.std,
                            skip_unreadable=bool(dataset_cfg.get("skip_unreadable", False)))

@@ -139,3 +139,16 @@ def test_non_finite_signals_rejected():
     signals[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         ksvd(signals, 16, 4)
+
+
+def test_one_sparse_coding_per_iteration(monkeypatch):
+    import importlib
+
+    ksvd_module = importlib.import_module("gpuksvd.ksvd")  # the attribute gpuksvd.ksvd is the function
+
+    calls = []
+    original = ksvd_module._gram_omp
+    monkeypatch.setattr(ksvd_module, "_gram_omp", lambda *a, **k: calls.append(1) or original(*a, **k))
+    _, signals = planted_problem(n_signals=100)
+    ksvd(signals, 24, 3, n_iter=3)
+    assert len(calls) == 3  # the initial coding serves the first iteration

@@ -165,3 +165,11 @@ def test_both_factor_layouts_give_the_same_codes(monkeypatch):
     d, x = dictionary[0].numpy(), signals[0].numpy()
     reference = orthogonal_mp_gram(d @ d.T, d @ x.T, n_nonzero_coefs=12).T
     assert np.abs(matrices[0].numpy() - reference).max() <= 1e-8
+
+
+def test_small_valued_signals_are_coded_like_unit_ones():
+    dictionary, signals = random_problem()
+    unit = batch_omp(dictionary, signals, 6)
+    small = batch_omp(dictionary, 1e-6 * signals, 6)
+    assert torch.allclose(small * 1e6, unit, rtol=1e-9, atol=1e-12)
+    assert int((small != 0).sum(-1).min()) == 6

@@ -134,10 +134,12 @@ def test_scripts_run_from_the_command_line(mvtec_root, tmp_path):
     assert train.returncode == 0, train.stderr[-3000:]
     assert (run_dir / "metrics.json").is_file()
     folder = mvtec_root / "bottle" / "test" / "crack"
-    score = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"model={run_dir / 'model.safetensors'}",
-                            f"images={folder}", "dataset.resize=64", "dataset.crop=64", "num_workers=0",
-                            "progress=false", "device=cpu", f"hydra.run.dir={tmp_path / 'scored'}"],
-                           capture_output=True, text=True, env=env, timeout=600)
+    # Relative paths resolve where the command is typed; the folder is preprocessed with the
+    # geometry recorded in the model file (64x64), not the default dataset's 256/224.
+    score = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "model=cli/model.safetensors",
+                            f"images={folder}", "num_workers=0", "progress=false", "device=cpu",
+                            "hydra.run.dir=scored"],
+                           capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert score.returncode == 0, score.stderr[-3000:]
     rows = (tmp_path / "scored" / "scores.csv").read_text().strip().splitlines()
     assert rows[0] == "path,score" and len(rows) == 1 + 2
@@ -146,3 +148,35 @@ def test_scripts_run_from_the_command_line(mvtec_root, tmp_path):
                             "backbone=efficientnet_lite0", "progress=false", "device=cpu",
                             f"hydra.run.dir={tmp_path / 'wrong'}"], capture_output=True, text=True, env=env, timeout=600)
     assert wrong.returncode != 0 and "trained with backbone 'resnet18'" in wrong.stderr
+
+
+def test_empty_test_split_fails_before_fitting(tmp_path, monkeypatch):
+    from data_trees import make_folder_tree
+
+    import gpuksvd.runs as runs_module
+
+    root = make_folder_tree(tmp_path / "parts", n_train=20, n_test_normal=0, n_test_anomalous=0, size=64)
+    cfg = composed(TINY[:3] + TINY[6:] + ["dataset=folder", f"dataset.train_dir={root / 'train'}",
+                                          "dataset.resize=64", "dataset.crop=64"])
+    monkeypatch.setattr(runs_module, "fit", lambda *a, **k: pytest.fail("fitted before checking the test split"))
+    with pytest.raises(ValueError, match="no test image"):
+        train_run(cfg, tmp_path / "run")
+
+
+def test_impossible_settings_fail_when_the_model_is_built():
+    # PSDL is built before any feature is extracted, so these fail in seconds, not after a fit.
+    from gpuksvd.model import PSDL, PSDLConfig
+    from gpuksvd.model_io import build_extractor
+
+    extractor = build_extractor("resnet18", ["layer2"], weights="random")  # 128 channels
+    for overrides, message in ((["ksvd.init=haar", "ksvd.n_atoms=200"], "init=haar gives at most 128"),
+                               (["ksvd.init=dct2d"], "init=dct2d needs square"),
+                               (["ksvd.init=wavelets"], "unknown init"),
+                               (["ksvd.n_iter=-2"], "n_iter must be a non-negative")):
+        with pytest.raises(ValueError, match=message):
+            PSDL(extractor, PSDLConfig(**composed(TINY + overrides)["ksvd"]), (64, 64))
+
+
+def test_top_level_seed_reaches_random_init():
+    assert composed(["ksvd=random", "seed=1"])["ksvd"]["seed"] == 1
+    assert composed(["ksvd=random"])["ksvd"]["seed"] == 0
