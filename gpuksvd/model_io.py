@@ -58,9 +58,16 @@ def read_description(path: str | Path) -> dict:
     return json.loads(metadata["description"])
 
 
-def check_compatible(description: dict, backbone: str | None, layers: list[str] | None, path: Path) -> None:
-    """Refuse a model file made with another backbone or other layers."""
+def check_compatible(description: dict, backbone: str | None, layers: list[str] | None, path: Path,
+                     fusion: str | None = None, trim_to_square: bool | None = None) -> None:
+    """Refuse a model file made with another backbone, other layers, fusion or trimming."""
     stored = description["extractor"]
+    for key, wanted in (("fusion", fusion), ("trim_to_square", trim_to_square)):
+        if wanted is not None and wanted != stored[key]:
+            raise ValueError(
+                f"{path} was trained with backbone.{key}={stored[key]}, not {wanted}: "
+                f"pass backbone.{key}={stored[key]} or retrain"
+            )
     if backbone is not None and backbone != stored["backbone"]:
         raise ValueError(
             f"{path} was trained with backbone {stored['backbone']!r} (layers {stored['layers']}), "
@@ -97,11 +104,13 @@ def stored_extractor(description: dict, weights: str | None = None) -> FeatureEx
 
 
 def load_model(path: str | Path, *, backbone: str | None = None, layers: list[str] | None = None,
-               weights: str | None = None, device: str | torch.device = "cpu") -> PSDL:
-    """Load a model file, checking that it matches ``backbone``/``layers`` when given."""
+               weights: str | None = None, device: str | torch.device = "cpu", fusion: str | None = None,
+               trim_to_square: bool | None = None) -> PSDL:
+    """Load a model file, checking that it matches ``backbone``, ``layers``, ``fusion`` and
+    ``trim_to_square`` when given."""
     path = Path(path)
     description = read_description(path)
-    check_compatible(description, backbone, layers, path)
+    check_compatible(description, backbone, layers, path, fusion, trim_to_square)
     model = PSDL(stored_extractor(description, weights), PSDLConfig(**description["config"]),
                  description["image_size"])
     tensors = load_file(str(path))

@@ -158,7 +158,8 @@ def evaluate_run(cfg: Mapping[str, Any], run_dir: str | Path = ".") -> dict:
     model = load_model(cfg["model"], backbone=backbone.get("name"),
                        layers=list(backbone["layers"]) if backbone.get("layers") else None,
                        weights=backbone.get("weights") if backbone.get("weights") not in (None, "pretrained") else None,
-                       device=resolve_device(cfg.get("device", "auto")))
+                       device=resolve_device(cfg.get("device", "auto")), fusion=backbone.get("fusion"),
+                       trim_to_square=backbone.get("trim_to_square"))
     progress = bool(cfg.get("progress", True))
     loader = dict(batch_size=int(cfg.get("batch_size", 32)), num_workers=int(cfg.get("num_workers", 0)), progress=progress)
     if cfg.get("images"):

@@ -97,6 +97,8 @@ def test_model_file_round_trip_and_backbone_check(trained):
         load_model(path, backbone="efficientnet_lite0")
     with pytest.raises(ValueError, match=r"trained on layers \['layer2'\]"):
         load_model(path, backbone="resnet18", layers=["layer3"])
+    with pytest.raises(ValueError, match="backbone.fusion=concat, not separate"):
+        load_model(path, backbone="resnet18", fusion="separate")
 
 
 def test_separate_and_concat_fusion_both_run(mvtec_root, tmp_path):
