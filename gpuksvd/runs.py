@@ -86,11 +86,8 @@ def train_run(cfg: Mapping[str, Any], run_dir: str | Path = ".") -> dict:
     backbone = cfg["backbone"]
     extractor = build_extractor(backbone["name"], list(backbone["layers"]), weights=str(backbone.get("weights", "pretrained")),
                                 fusion=backbone.get("fusion", "concat"), trim_to_square=bool(backbone.get("trim_to_square", False)))
-    if cfg["dataset"].get("name") == "generated":  # generate first, honouring progress=false
-        from .data.generated import ensure_generated
-
-        ensure_generated(cfg["dataset"].get("root"), seed=int(cfg["dataset"].get("generation_seed") or 0), progress=progress)
-    splits = build_splits(cfg["dataset"], mean=extractor.mean, std=extractor.std)
+    # progress also drives the generated dataset's bar (a listing option of that dataset only)
+    splits = build_splits({**cfg["dataset"], "progress": progress}, mean=extractor.mean, std=extractor.std)
     if len(splits.test) == 0:
         raise ValueError(
             f"dataset {splits.name!r} has no test image, so train.py cannot evaluate: give test folders "

@@ -14,7 +14,7 @@ from .records import ImageRecord
 
 # Keyword options each dataset's listing accepts (through `list_dataset(**options)`).
 DATASET_OPTIONS: dict[str, tuple[str, ...]] = {
-    "generated": ("seed",),
+    "generated": ("seed", "progress"),
     "mvtec": (),
     "rd_mvtec": (),
     "btad": (),
@@ -104,11 +104,11 @@ def _only(records: list[ImageRecord], categories: Sequence[str] | str | None, na
     return [r for r in records if r.category in wanted]
 
 
-def _list_generated(root, categories, *, seed: int = 0) -> list[ImageRecord]:
+def _list_generated(root, categories, *, seed: int = 0, progress: bool = True) -> list[ImageRecord]:
     # Imported here so that listing real datasets never needs the generator's dependencies.
     from .generated import ensure_generated
 
-    return list_mvtec(ensure_generated(root, seed=seed), categories)
+    return list_mvtec(ensure_generated(root, seed=seed, progress=progress), categories)
 
 
 def _list_folder(root, categories, *, train_dir=None, **options) -> list[ImageRecord]:

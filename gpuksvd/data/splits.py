@@ -45,7 +45,7 @@ def build_splits(dataset_cfg: Mapping[str, Any], *, mean: Sequence[float], std: 
         ``crop``, ``pre_crop``, ``random_rotation``, ``random_crop``, ``train_seed``,
         ``test_seed`` (seeds of the random preprocessing of each split, Rd-MVTec's protocol),
         ``split_seed`` (MTD, KSDD, folder), ``test_fraction`` (MTD, KSDD),
-        ``skip_unreadable``; plus ``generation_seed`` (generated), ``keep_duplicates_together``
+        ``skip_unreadable``; plus ``generation_seed`` and ``progress`` (generated), ``keep_duplicates_together``
         (KSDD), ``train_dir``, ``test_normal_dir``, ``test_anomalous_dir``, ``mask_dir``,
         ``split_ratio``, ``category`` (folder). Missing keys take the listing's defaults.
     mean, std : sequence of 3 floats
