@@ -16,7 +16,8 @@ from torch import Tensor
 
 from ._chunks import location_chunks
 from .dictionaries import initial_dictionary
-from .omp import _check_dictionary, _gram_omp, _warn_dependent, omp_bytes_per_location
+from .omp import (_check_dictionary, _check_n_nonzero, _check_signal_shape, _gram_omp, _warn_dependent,
+                  omp_bytes_per_location)
 
 ATOM_UPDATES = ("approximate", "exact")
 
@@ -94,11 +95,7 @@ def ksvd(
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
         raise ValueError(f"n_iter must be a non-negative integer, got {n_iter!r}")
     n_locations, n_signals, n_features = signals.shape
-    if isinstance(n_nonzero, bool) or not isinstance(n_nonzero, int) or not 1 <= n_nonzero <= min(n_atoms, n_features):
-        raise ValueError(
-            f"n_nonzero must be an integer in [1, min(n_atoms, n_features)] = [1, {min(n_atoms, n_features)}], "
-            f"got {n_nonzero!r}"
-        )
+    _check_n_nonzero(n_nonzero, n_atoms, n_features)
     dictionary = initial_dictionary(init, n_locations, n_atoms, n_features, generator=generator,
                                     dtype=signals.dtype, device=signals.device)
     _check_dictionary(dictionary, signals)
@@ -214,11 +211,7 @@ def _worst_signal(signals: Tensor, residual: Tensor, taken: Tensor, dead: Tensor
 
 
 def _check_signals(signals: Tensor, n_atoms: int) -> None:
-    if not isinstance(signals, Tensor) or signals.ndim != 3:
-        raise ValueError(
-            f"signals must be a tensor of shape (P, N, C) (locations, signals, channels), got "
-            f"{type(signals).__name__} of shape {tuple(getattr(signals, 'shape', ()))}"
-        )
+    _check_signal_shape(signals)
     if not signals.dtype.is_floating_point:
         raise ValueError(f"signals must be float32 or float64, got {signals.dtype}: convert with .float()")
     if isinstance(n_atoms, bool) or not isinstance(n_atoms, int) or n_atoms < 1:

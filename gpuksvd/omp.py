@@ -74,11 +74,7 @@ def batch_omp(
     dictionary = _check_dictionary(dictionary, signals)
     n_locations, n_signals, n_features = signals.shape
     n_atoms = dictionary.shape[1]
-    if isinstance(n_nonzero, bool) or not isinstance(n_nonzero, int) or not 1 <= n_nonzero <= min(n_atoms, n_features):
-        raise ValueError(
-            f"n_nonzero must be an integer in [1, min(n_atoms, n_features)] = [1, {min(n_atoms, n_features)}], "
-            f"got {n_nonzero!r}"
-        )
+    _check_n_nonzero(n_nonzero, n_atoms, n_features)
     if gram is not None and gram.shape != (n_locations, n_atoms, n_atoms):
         raise ValueError(f"gram has shape {tuple(gram.shape)}, expected ({n_locations}, {n_atoms}, {n_atoms})")
     if tol is not None and not tol >= 0:
@@ -200,13 +196,25 @@ def _warn_dependent(n_dependent: int) -> None:
         )
 
 
-def _check_dictionary(dictionary: Tensor, signals: Tensor) -> Tensor:
-    """Validate the (dictionary, signals) pair and return the dictionary as (P, K, C)."""
+def _check_signal_shape(signals: Tensor) -> None:
     if not isinstance(signals, Tensor) or signals.ndim != 3:
         raise ValueError(
             f"signals must be a tensor of shape (P, N, C) (locations, signals, channels), got "
             f"{type(signals).__name__} of shape {tuple(getattr(signals, 'shape', ()))}"
         )
+
+
+def _check_n_nonzero(n_nonzero: int, n_atoms: int, n_features: int) -> None:
+    if isinstance(n_nonzero, bool) or not isinstance(n_nonzero, int) or not 1 <= n_nonzero <= min(n_atoms, n_features):
+        raise ValueError(
+            f"n_nonzero must be an integer in [1, min(n_atoms, n_features)] = [1, {min(n_atoms, n_features)}], "
+            f"got {n_nonzero!r}"
+        )
+
+
+def _check_dictionary(dictionary: Tensor, signals: Tensor) -> Tensor:
+    """Validate the (dictionary, signals) pair and return the dictionary as (P, K, C)."""
+    _check_signal_shape(signals)
     if not isinstance(dictionary, Tensor) or dictionary.ndim not in (2, 3):
         raise ValueError(
             "dictionary must be a tensor of shape (P, K, C) or (K, C), got "
