@@ -1,7 +1,8 @@
 """The growing inverse Cholesky factor L⁻¹ of Batch-OMP, one per (location, signal).
 
 Each OMP step needs two products with the leading k×k block, ``L⁻¹ g`` and ``L⁻ᵀ w``, for
-every signal. What is fastest differs by device, so the storage does too:
+every signal. The vectors come and go signals-last, shape (P, k, N); what is fastest differs by
+device, so the storage does too:
 
 * CUDA: matrices ``(P, N, k, k)`` and batched matrix products (one launch per product).
 * CPU: signals last, ``(P, T, T, N)``, and one fused multiply-add over all signals per row or
@@ -35,14 +36,16 @@ class _Matrices:
         self.data = like.new_zeros(n_locations, n_signals, size, size)
 
     def lower_product(self, k: int, g: Tensor) -> Tensor:
-        """L⁻¹[:k, :k] g for g of shape (P, N, k)."""
-        return (g[..., None, :] @ self.data[..., :k, :k].mT).squeeze(-2)
+        """L⁻¹[:k, :k] g for g of shape (P, k, N); the result has the same shape."""
+        return (g.mT[..., None, :] @ self.data[..., :k, :k].mT).squeeze(-2).mT
 
     def upper_product(self, k: int, w: Tensor) -> Tensor:
-        """L⁻ᵀ[:k, :k] w for w of shape (P, N, k)."""
-        return (w[..., None, :] @ self.data[..., :k, :k]).squeeze(-2)
+        """L⁻ᵀ[:k, :k] w for w of shape (P, k, N); the result has the same shape."""
+        return (w.mT[..., None, :] @ self.data[..., :k, :k]).squeeze(-2).mT
 
-    def set_row(self, k: int, off_diagonal: Tensor | None, diagonal: Tensor) -> None:
+    def set_row(self, k: int, diagonal: Tensor, off_diagonal: Tensor | None = None, scale: Tensor | None = None) -> None:
+        """Row k of L⁻¹: ``[off_diagonal · scale, diagonal]``, with ``off_diagonal`` of shape
+        (P, k, N) (None when k = 0) and ``diagonal`` and ``scale`` of shape (P, N)."""
         if k == self.data.shape[-1]:
             grown = self.data.new_zeros(*self.data.shape[:-2], min(self.n_nonzero, k + _GROWTH),
                                         min(self.n_nonzero, k + _GROWTH))
@@ -50,11 +53,11 @@ class _Matrices:
             self.data = grown
         self.data[..., k, k] = diagonal
         if off_diagonal is not None:
-            self.data[..., k, :k] = off_diagonal
+            self.data[..., k, :k] = (off_diagonal * scale[:, None]).mT
 
     def row(self, k: int) -> Tensor:
-        """Row k, entries 0..k, of shape (P, N, k + 1)."""
-        return self.data[..., k, : k + 1]
+        """Row k, entries 0..k, of shape (P, k + 1, N)."""
+        return self.data[..., k, : k + 1].mT
 
     @property
     def size(self) -> int:
@@ -62,34 +65,41 @@ class _Matrices:
 
 
 class _SignalsLast:
-    """L⁻¹ as (P, T, T, N): entry (i, l) of every signal's factor is one contiguous row."""
+    """L⁻¹ as (P, T, T, N): entry (i, l) of every signal's factor is one contiguous row.
+
+    Only the lower triangle is ever written or read, so the store is not zeroed. (Packing the
+    triangle twice, by rows and by columns, so that both products read contiguous blocks, was
+    measured 4 % slower at EN-B6 scale.)
+    """
 
     def __init__(self, n_locations: int, n_signals: int, n_nonzero: int, like: Tensor) -> None:
-        self.data = like.new_zeros(n_locations, n_nonzero, n_nonzero, n_signals)
+        self.data = like.new_empty(n_locations, n_nonzero, n_nonzero, n_signals)
         self.filled = 0
 
     def lower_product(self, k: int, g: Tensor) -> Tensor:
-        g = g.transpose(1, 2).contiguous()  # (P, k, N)
-        w = torch.zeros_like(g)
-        for col in range(k):  # w[i] += L[i, col] g[col] for the rows i ≥ col of the triangle
+        # Column by column, w[i] += L[i, col] g[col] for the rows i ≥ col; the first column
+        # initialises w (no zero fill).
+        w = torch.mul(self.data[:, :k, 0], g[:, :1])
+        for col in range(1, k):
             w[:, col:].addcmul_(self.data[:, col:k, col], g[:, col : col + 1])
-        return w.transpose(1, 2)
+        return w
 
     def upper_product(self, k: int, w: Tensor) -> Tensor:
-        w = w.transpose(1, 2).contiguous()  # (P, k, N)
-        u = torch.zeros_like(w)
-        for row in range(k):  # u[l] += L[row, l] w[row] for the columns l ≤ row
+        # Row by row, u[l] += L[row, l] w[row] for the columns l ≤ row; the last row, the only
+        # one that spans all k columns, initialises u.
+        u = torch.mul(self.data[:, k - 1, :k], w[:, k - 1 : k])
+        for row in range(k - 1):
             u[:, : row + 1].addcmul_(self.data[:, row, : row + 1], w[:, row : row + 1])
-        return u.transpose(1, 2)
+        return u
 
-    def set_row(self, k: int, off_diagonal: Tensor | None, diagonal: Tensor) -> None:
+    def set_row(self, k: int, diagonal: Tensor, off_diagonal: Tensor | None = None, scale: Tensor | None = None) -> None:
         self.data[:, k, k] = diagonal
         if off_diagonal is not None:
-            self.data[:, k, :k] = off_diagonal.transpose(1, 2)
+            torch.mul(off_diagonal, scale[:, None], out=self.data[:, k, :k])
         self.filled = k + 1
 
     def row(self, k: int) -> Tensor:
-        return self.data[:, k, : k + 1].transpose(1, 2)
+        return self.data[:, k, : k + 1]
 
     @property
     def size(self) -> int:

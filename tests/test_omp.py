@@ -173,3 +173,25 @@ def test_small_valued_signals_are_coded_like_unit_ones():
     small = batch_omp(dictionary, 1e-6 * signals, 6)
     assert torch.allclose(small * 1e6, unit, rtol=1e-9, atol=1e-12)
     assert int((small != 0).sum(-1).min()) == 6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_largest_magnitude_is_argmax_of_abs(dtype):
+    # The CPU finds the atom with integer operations on the bit patterns; it must pick exactly
+    # what alpha.abs().argmax(-1) picks: the first of ties, across signs, zeros, inf and NaN.
+    from gpuksvd.omp import _LargestMagnitude
+
+    gen = torch.Generator().manual_seed(3)
+    alpha = torch.randn(3, 50, 37, generator=gen, dtype=torch.float64).to(dtype)
+    alpha[0, 0] = 0.0  # all zero: index 0
+    alpha[0, 1, [4, 9]] = torch.tensor([-7.0, 7.0], dtype=dtype)  # tie across signs: first wins
+    alpha[0, 2, [30, 2]] = 5.0  # tie: index 2
+    alpha[1, 0, 11] = -float("inf")
+    alpha[1, 1, 6] = float("nan")
+    alpha[2, :, 36] = -1e30  # largest magnitude at the last index
+    alpha[2, 5] = torch.finfo(dtype).tiny * torch.arange(37, dtype=dtype)  # subnormal-scale values
+    expected = alpha.abs().argmax(-1)
+    finder = _LargestMagnitude(alpha)
+    assert finder.bit_trick
+    assert torch.equal(finder(alpha), expected)
+    assert torch.equal(finder(-alpha), expected)
