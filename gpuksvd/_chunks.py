@@ -5,6 +5,9 @@ as processing them together; only peak memory changes.
 """
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import torch
 
 #: Default working-memory budget on the CPU, in bytes, when the caller sets none. Chunks of
@@ -25,6 +28,28 @@ def default_budget(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return min(free // 2, CUDA_MAX_DEFAULT_BUDGET)
     return CPU_DEFAULT_BUDGET
+
+
+#: Cache budget used when the last-level cache size cannot be read (a common L3 size).
+FALLBACK_CACHE_BYTES = 32 * 1024**2
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_cache_budget() -> int:
+    """Three quarters of the CPU's last-level cache, in bytes: the working set an operation
+    sequence can keep there while other data passes through.
+
+    Read from Linux's sysfs (``/sys/devices/system/cpu/cpu0/cache``); 32 MiB elsewhere.
+    """
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip()
+            unit = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1:], 1)
+            sizes.append(int(text.rstrip("KMG")) * unit)
+        except (OSError, ValueError):
+            continue
+    return 3 * (max(sizes) if sizes else FALLBACK_CACHE_BYTES) // 4
 
 
 def location_chunks(n_locations: int, bytes_per_location: int, max_memory: int | None,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ._chunks import location_chunks
+from ._chunks import cpu_cache_budget, location_chunks
 from .dictionaries import initial_dictionary
 from .omp import (_check_dictionary, _check_n_nonzero, _check_signal_shape, _gram_omp, _warn_dependent,
                   omp_bytes_per_location)
@@ -106,28 +106,28 @@ def ksvd(
     chunks = location_chunks(n_locations, _bytes_per_location(n_signals, n_atoms, n_features, n_nonzero, signals.dtype),
                              max_memory, signals.device)
     exact = atom_update == "exact"
+    update_groups = _update_groups(signals, n_atoms, exact, chunks, max_memory)
     history = []
     n_dependent = 0
     for iteration in range(n_iter + 1):
-        for chunk in chunks:
-            x, atoms = signals[chunk], dictionary[chunk]
-            if iteration == 1:
-                chunk_codes = codes[chunk]  # the initial coding: the atoms have not changed since
-            else:
-                chunk_codes, dependent = _gram_omp(atoms @ atoms.mT, x @ atoms.mT, n_nonzero)
+        if iteration != 1:  # iteration 1 starts from the initial coding: the atoms have not changed since
+            for chunk in chunks:
+                x, atoms = signals[chunk], dictionary[chunk]
+                codes[chunk], dependent = _gram_omp(atoms @ atoms.mT, x @ atoms.mT, n_nonzero)
                 n_dependent += dependent
-            residual = x - chunk_codes @ atoms
-            if iteration == 0:
-                location_sq_error[0, chunk] = residual.square().sum((1, 2))
-            else:
-                _update_atoms(x, atoms, chunk_codes, residual, exact)
-                dictionary[chunk] = atoms
-                location_sq_error[iteration, chunk] = residual.square().sum((1, 2))
-            codes[chunk] = chunk_codes
-        if iteration > 0:
-            history.append(float((location_sq_error[iteration].sum() / signal_energy.sum().clamp_min(1e-30)).sqrt()))
-            if callback is not None:
-                callback(iteration, history[-1])
+                if iteration == 0:
+                    location_sq_error[0, chunk] = (x - codes[chunk] @ atoms).square().sum((1, 2))
+        if iteration == 0:
+            continue
+        for group in update_groups:
+            # Views of the group's locations: the update writes through to dictionary and codes.
+            x, atoms, group_codes = signals[group], dictionary[group], codes[group]
+            residual = x - group_codes @ atoms
+            _update_atoms(x, atoms, group_codes, residual, exact)
+            location_sq_error[iteration, group] = residual.square().sum((1, 2))
+        history.append(float((location_sq_error[iteration].sum() / signal_energy.sum().clamp_min(1e-30)).sqrt()))
+        if callback is not None:
+            callback(iteration, history[-1])
     _warn_dependent(n_dependent)
     location_error = (location_sq_error / signal_energy.clamp_min(torch.finfo(signals.dtype).tiny)).sqrt()
     return KSVDResult(dictionary=dictionary, codes=codes, history=history, location_error=location_error)
@@ -138,13 +138,44 @@ def _bytes_per_location(n_signals: int, n_atoms: int, n_features: int, n_nonzero
     return omp_bytes_per_location(n_signals, n_atoms, n_nonzero, dtype) + 2 * n_signals * n_features * itemsize
 
 
-def _update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor, exact: bool) -> None:
-    """One K-SVD atom-update pass, in place, for a chunk of locations.
+def _streamed_bytes_per_location(n_signals: int, n_atoms: int, n_features: int, dtype: torch.dtype) -> int:
+    """What :func:`_update_atoms_streamed` reads for every atom: residual, transposed codes, their mask."""
+    return n_signals * (n_features + n_atoms) * (torch.finfo(dtype).bits // 8) + n_signals * n_atoms
 
-    Only the signals that use atom k take part in its update (about T/K of them), so each
-    update gathers those rows of the residual into a compact block, works there (in cache), and
-    scatters them back. Locations of a chunk are padded to the largest user count with
-    non-users, whose codes are zero and so contribute nothing.
+
+def _streams_residual(signals: Tensor, n_atoms: int, exact: bool) -> bool:
+    """Whether the approximate atom update should stream the whole residual (see :func:`_update_atoms`)."""
+    n_signals, n_features = signals.shape[1:]
+    return (not exact and signals.device.type == "cpu"
+            and _streamed_bytes_per_location(n_signals, n_atoms, n_features, signals.dtype) <= cpu_cache_budget())
+
+
+def _update_groups(signals: Tensor, n_atoms: int, exact: bool, chunks: list[slice],
+                   max_memory: int | None) -> list[slice]:
+    """The location groups of the atom updates: the memory chunks, or cache-sized groups when the
+    update streams the residual, so that it stays in the CPU's last-level cache across atoms."""
+    if not _streams_residual(signals, n_atoms, exact):
+        return chunks
+    n_locations, n_signals, n_features = signals.shape
+    per_location = _streamed_bytes_per_location(n_signals, n_atoms, n_features, signals.dtype)
+    budget = cpu_cache_budget() if max_memory is None else min(cpu_cache_budget(), max_memory)
+    return location_chunks(n_locations, per_location, budget, signals.device)
+
+
+def _update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor, exact: bool) -> None:
+    """One K-SVD atom-update pass, in place, for a group of locations.
+
+    Each atom is updated from the residual rows of the signals that use it (about T/K of them).
+    Two ways to get there, with the same result up to rounding order:
+
+    * gathered: copy those rows into a compact block, work there, scatter them back. It moves
+      about T/K of the residual per atom, which is what counts on a GPU and whenever the
+      residual does not fit in cache (measured on 2 CPU cores at WRN-50 scale: 1.2 ms per atom
+      and location, against 2.2 ms streamed).
+    * streamed (approximate update on the CPU, when the group's residual fits in the last-level
+      cache): work on all N rows with the non-users' codes at zero. Four times the arithmetic,
+      but no gathers, scatters or sorting, and the residual stays in cache (EN-B6 scale: 33 ms
+      per location for all 200 atoms, against 52 ms gathered).
 
     Parameters
     ----------
@@ -156,15 +187,25 @@ def _update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: 
     exact : bool
         Leading singular pair (True) or one power step (False).
     """
+    if _streams_residual(signals, dictionary.shape[1], exact):
+        _update_atoms_streamed(signals, dictionary, codes, residual)
+    else:
+        _update_atoms_gathered(signals, dictionary, codes, residual, exact)
+
+
+def _update_atoms_gathered(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor, exact: bool) -> None:
+    """The atom updates on compact blocks of the users' residual rows (see :func:`_update_atoms`).
+
+    Locations of a group are padded to the largest user count with non-users, whose codes are
+    zero and so contribute nothing.
+    """
     n_locations, n_signals, n_features = signals.shape
     # Supports do not change during the pass: list every atom's users once, users first.
     unused = (codes == 0).transpose(1, 2).to(torch.uint8)  # (P, K, N)
     users = unused.sort(dim=-1, stable=True).indices  # (P, K, N)
     user_counts = (unused == 0).sum(-1)  # (P, K)
     widths = user_counts.amax(0).tolist()  # per atom, the largest user count over locations
-    # Atoms unused at some location of the chunk, found once (not one device sync per atom).
-    dead_atoms = set((user_counts == 0).any(0).nonzero().flatten().tolist())
-    # Each dead atom takes the worst-represented signal not yet used by another dead atom.
+    dead_atoms = _dead_atoms(user_counts)
     taken = torch.zeros(n_locations, n_signals, dtype=torch.bool, device=signals.device)
     flat_residual = residual.view(n_locations * n_signals, n_features)
     users += (torch.arange(n_locations, device=users.device) * n_signals).view(-1, 1, 1)  # rows of flat_residual
@@ -182,25 +223,82 @@ def _update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: 
             new_atom = right_h[:, 0]
             new_codes = left[..., 0] * singular[:, :1] * used
         else:
-            # One power step from the old codes: d ∝ E_kᵀ γ_k, then γ_k = E_k d on the same support.
-            new_atom = torch.bmm(old_codes[:, None, :], block).squeeze(1) + old_atom * old_codes.square().sum(-1, keepdim=True)
-            norm = new_atom.norm(dim=-1, keepdim=True)
-            new_atom = torch.where(norm > 0, new_atom / norm.clamp_min(torch.finfo(norm.dtype).tiny), old_atom)
-            # (d @ Eᵀ) rather than (E @ d): the row-vector form takes BLAS's fast path.
-            new_codes = (torch.bmm(new_atom[:, None, :], block.mT).squeeze(1)
-                         + old_codes * (old_atom * new_atom).sum(-1, keepdim=True)) * used
+            new_atom, new_codes = _power_step(block, old_codes, old_atom, used)
         if k in dead_atoms:
             dead = user_counts[:, k] == 0  # (P,)
             new_atom = torch.where(dead[:, None], _worst_signal(signals, residual, taken, dead, old_atom), new_atom)
-        # E ← E + γ_old d_oldᵀ − γ_new d_newᵀ on the users' rows, one batched rank-2 product.
-        block.baddbmm_(torch.stack((old_codes, -new_codes), -1), torch.stack((old_atom, new_atom), 1))
+        _rank_two_update(block, old_codes, old_atom, new_codes, new_atom)
         flat_residual.index_copy_(0, rows, block.view(-1, n_features))
         dictionary[:, k] = new_atom
         flat_codes[:, k].index_copy_(0, rows, new_codes.reshape(-1))
 
 
+def _update_atoms_streamed(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor) -> None:
+    """The approximate atom updates over all N residual rows (see :func:`_update_atoms`)."""
+    n_locations, n_signals, _ = signals.shape
+    codes_by_atom = codes.transpose(1, 2).contiguous()  # (P, K, N): each atom's codes contiguous
+    used_by_atom = codes_by_atom != 0
+    dead_atoms = _dead_atoms(used_by_atom.sum(-1))
+    taken = torch.zeros(n_locations, n_signals, dtype=torch.bool, device=signals.device)
+    for k in range(dictionary.shape[1]):
+        old_atom = dictionary[:, k].clone()
+        old_codes, used = codes_by_atom[:, k], used_by_atom[:, k]  # (P, N)
+        new_atom, new_codes = _power_step(residual, old_codes, old_atom, used)
+        if k in dead_atoms:
+            dead = ~used.any(-1)
+            new_atom = torch.where(dead[:, None], _worst_signal(signals, residual, taken, dead, old_atom), new_atom)
+        _rank_two_update(residual, old_codes, old_atom, new_codes, new_atom)
+        dictionary[:, k] = new_atom
+        codes_by_atom[:, k] = new_codes
+    codes.copy_(codes_by_atom.mT)
+
+
+def _power_step(rows: Tensor, old_codes: Tensor, old_atom: Tensor, used: Tensor) -> tuple[Tensor, Tensor]:
+    """Approximate K-SVD update of one atom: one power step from the old codes.
+
+    ``d ∝ E_kᵀ γ_k`` with ``E_k = E + γ_k d_kᵀ`` (the residual without the atom), then
+    ``γ_k = E_k d`` on the same support.
+
+    Parameters
+    ----------
+    rows : Tensor of shape (P, M, C)
+        Residual rows: the atom's users, possibly padded or all N, with zero codes elsewhere.
+    old_codes : Tensor of shape (P, M)
+    old_atom : Tensor of shape (P, C)
+    used : Tensor of shape (P, M), bool
+        Rows whose code is non-zero; the others keep a zero code.
+
+    Returns
+    -------
+    new_atom : Tensor of shape (P, C), unit norm (the old atom where the new one is zero)
+    new_codes : Tensor of shape (P, M)
+    """
+    new_atom = torch.bmm(old_codes[:, None, :], rows).squeeze(1) + old_atom * old_codes.square().sum(-1, keepdim=True)
+    norm = new_atom.norm(dim=-1, keepdim=True)
+    new_atom = torch.where(norm > 0, new_atom / norm.clamp_min(torch.finfo(norm.dtype).tiny), old_atom)
+    # (d @ Eᵀ) rather than (E @ d): the row-vector form takes BLAS's fast path.
+    new_codes = (torch.bmm(new_atom[:, None, :], rows.mT).squeeze(1)
+                 + old_codes * (old_atom * new_atom).sum(-1, keepdim=True)) * used
+    return new_atom, new_codes
+
+
+def _rank_two_update(rows: Tensor, old_codes: Tensor, old_atom: Tensor, new_codes: Tensor, new_atom: Tensor) -> None:
+    """E ← E + γ_old d_oldᵀ − γ_new d_newᵀ on ``rows`` (P, M, C), one batched rank-2 product."""
+    rows.baddbmm_(torch.stack((old_codes, -new_codes), -1), torch.stack((old_atom, new_atom), 1))
+
+
+def _dead_atoms(user_counts: Tensor) -> set[int]:
+    """Atoms unused at some location of the group, from (P, K) counts: found once, not with one
+    device sync per atom."""
+    return set((user_counts == 0).any(0).nonzero().flatten().tolist())
+
+
 def _worst_signal(signals: Tensor, residual: Tensor, taken: Tensor, dead: Tensor, fallback: Tensor) -> Tensor:
-    """The normalised worst-represented signal of each location (fallback where none is usable)."""
+    """The normalised worst-represented signal of each location (fallback where none is usable).
+
+    Each dead atom takes the worst-represented signal not yet taken by another dead atom (as
+    scikit-learn's dictionary learning does): it is the signal the dictionary serves worst.
+    """
     error = residual.square().sum(-1).masked_fill(taken, -1.0)  # (P, N)
     worst = error.argmax(-1)  # (P,)
     taken[torch.arange(len(worst), device=worst.device), worst] |= dead

@@ -1,9 +1,13 @@
 """K-SVD: monotone error, planted-dictionary recovery, fixed mode, chunking, reproducibility."""
+import importlib
+
 import pytest
 import torch
 
 from gpuksvd import batch_omp, ksvd
 from gpuksvd.ksvd import _update_atoms
+
+ksvd_module = importlib.import_module("gpuksvd.ksvd")  # the package's `ksvd` is the function
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -152,3 +156,69 @@ def test_one_sparse_coding_per_iteration(monkeypatch):
     _, signals = planted_problem(n_signals=100)
     ksvd(signals, 24, 3, n_iter=3)
     assert len(calls) == 3  # the initial coding serves the first iteration
+
+
+def _reference_approximate_pass(signals, dictionary, codes):
+    """One approximate K-SVD pass, one location and one atom at a time, in float64 NumPy."""
+    import numpy as np
+
+    dictionary, codes = dictionary.numpy().copy(), codes.numpy().copy()
+    signals = signals.numpy()
+    for p in range(signals.shape[0]):
+        for k in range(dictionary.shape[1]):
+            users = np.flatnonzero(codes[p, :, k])
+            if users.size == 0:
+                continue
+            error = signals[p, users] - codes[p, users] @ dictionary[p] + np.outer(codes[p, users, k], dictionary[p, k])
+            atom = error.T @ codes[p, users, k]
+            dictionary[p, k] = atom / np.linalg.norm(atom)
+            codes[p, users, k] = error @ dictionary[p, k]
+    return torch.from_numpy(dictionary), torch.from_numpy(codes)
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_approximate_pass_matches_float64_reference(monkeypatch, streamed):
+    # Both ways of updating the atoms (streaming the whole residual, or gathering the users'
+    # rows) must give the reference's atoms and codes.
+    monkeypatch.setattr(ksvd_module, "_streams_residual", lambda *args: streamed)
+    gen = torch.Generator().manual_seed(2)
+    signals = torch.randn(3, 120, 10, generator=gen, dtype=torch.float64)
+    dictionary = torch.randn(3, 16, 10, generator=gen, dtype=torch.float64)
+    dictionary /= dictionary.norm(dim=-1, keepdim=True)
+    codes = batch_omp(dictionary, signals, 3)
+    expected_dictionary, expected_codes = _reference_approximate_pass(signals, dictionary, codes)
+    residual = signals - codes @ dictionary
+    _update_atoms(signals, dictionary, codes, residual, exact=False)
+    assert (dictionary - expected_dictionary).abs().max() <= 1e-12
+    assert (codes - expected_codes).abs().max() <= 1e-12
+    assert torch.allclose(residual, signals - codes @ dictionary, atol=1e-12)
+
+
+def test_streamed_and_gathered_updates_learn_the_same_dictionary(monkeypatch):
+    _, signals = planted_problem(n_locations=4, n_signals=300)
+    init = torch.eye(24, 16, dtype=torch.float64) + 0.1  # some atoms start unused: dead-atom path
+    streamed = ksvd(signals, 24, 3, n_iter=4, init=init)
+    assert ksvd_module._streams_residual(signals, 24, False)  # small problems stream on the CPU
+    monkeypatch.setattr(ksvd_module, "cpu_cache_budget", lambda: 1)  # nothing fits: gather
+    assert not ksvd_module._streams_residual(signals, 24, False)
+    gathered = ksvd(signals, 24, 3, n_iter=4, init=init)
+    assert torch.allclose(streamed.dictionary, gathered.dictionary, atol=1e-10)
+    assert torch.allclose(streamed.codes, gathered.codes, atol=1e-10)
+    assert streamed.history == pytest.approx(gathered.history, rel=1e-10)
+
+
+def test_update_groups_follow_the_cache_budget(monkeypatch):
+    signals = torch.randn(10, 50, 8)
+    per_location = ksvd_module._streamed_bytes_per_location(50, 8, 8, torch.float32)
+    monkeypatch.setattr(ksvd_module, "cpu_cache_budget", lambda: 3 * per_location)
+    chunks = [slice(0, 10)]
+    assert ksvd_module._update_groups(signals, 8, False, chunks, None) == [slice(0, 3), slice(3, 6), slice(6, 9),
+                                                                           slice(9, 10)]
+    assert ksvd_module._update_groups(signals, 8, True, chunks, None) == chunks  # exact updates gather
+    assert len(ksvd_module._update_groups(signals, 8, False, chunks, per_location)) == 10  # max_memory caps it
+
+
+def test_cpu_cache_budget_is_a_plausible_size():
+    from gpuksvd._chunks import cpu_cache_budget
+
+    assert 1024**2 // 2 <= cpu_cache_budget() <= 4 * 1024**3
