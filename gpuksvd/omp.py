@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._chunks import location_chunks
+from ._chunks import default_budget, run_chunks, signal_tiles
 from ._inverse_factor import inverse_factor
 
 
@@ -57,7 +57,8 @@ def batch_omp(
         ``orthogonal_mp_gram``), even before ``n_nonzero`` atoms.
     max_memory : int, optional
         Working-memory budget in bytes; locations are processed in chunks that fit it (same
-        result as unchunked). Default: half the free CUDA memory, or 256 MiB on the CPU.
+        result as unchunked). Default: half the free CUDA memory, or 256 MiB on the CPU (per
+        chunk in flight: the CPU codes one chunk per core at a time).
 
     Returns
     -------
@@ -81,17 +82,41 @@ def batch_omp(
         raise ValueError(f"tol must be a non-negative squared residual norm, got {tol!r}")
 
     codes = signals.new_zeros(n_locations, n_signals, n_atoms)
-    n_dependent = 0
-    for chunk in location_chunks(n_locations, omp_bytes_per_location(n_signals, n_atoms, n_nonzero, signals.dtype),
-                                 max_memory, signals.device):
-        atoms = dictionary[chunk]
-        chunk_gram = atoms @ atoms.mT if gram is None else gram[chunk]
-        projections = signals[chunk] @ atoms.mT
-        sq_norms = signals[chunk].square().sum(-1) if tol is not None else None
-        codes[chunk], dependent = _gram_omp(chunk_gram, projections, n_nonzero, sq_norms, tol)
-        n_dependent += dependent
-    _warn_dependent(n_dependent)
+
+    def code_tile(tile: tuple[slice, slice]) -> int:
+        locations, rows = tile
+        atoms, x = dictionary[locations], signals[locations, rows]
+        tile_gram = atoms @ atoms.mT if gram is None else gram[locations]
+        sq_norms = x.square().sum(-1) if tol is not None else None
+        codes[locations, rows], n_dependent = _gram_omp(tile_gram, x @ atoms.mT, n_nonzero, sq_norms, tol)
+        return n_dependent
+
+    tiles = omp_tiles(n_locations, n_signals, n_atoms, n_nonzero, signals.dtype, max_memory, signals.device)
+    _warn_dependent(sum(run_chunks(code_tile, tiles, signals.device)))
     return codes
+
+
+#: Fewest (location, signal) pairs in one CPU tile under the default budget: below this, the
+#: overhead of the pursuit's ~2k operations per step dominates (one core, EN-B6 scale: tiles
+#: of 907 signals are 20 % slower than tiles of 1815; two concurrent tiles of two whole
+#: locations are the fastest, 25 % ahead of 1815-signal tiles).
+MIN_CPU_TILE = 1536
+
+
+def omp_tiles(n_locations: int, n_signals: int, n_atoms: int, n_nonzero: int, dtype: torch.dtype,
+              max_memory: int | None, device: torch.device) -> list[tuple[slice, slice]]:
+    """How to split the P × N pursuits into (locations, signals) tiles that fit the memory budget.
+
+    Whole locations when they fit, else each location's signals in equal parts. With the default
+    CPU budget a tile holds at least :data:`MIN_CPU_TILE` signals, even if that exceeds it.
+    """
+    budget = default_budget(device) if max_memory is None else int(max_memory)
+    if budget <= 0:
+        raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory}")
+    tile = budget * n_signals // omp_bytes_per_location(n_signals, n_atoms, n_nonzero, dtype)
+    if device.type == "cpu" and max_memory is None:
+        tile = max(tile, MIN_CPU_TILE)
+    return signal_tiles(n_locations, n_signals, tile)
 
 
 def omp_bytes_per_location(n_signals: int, n_atoms: int, n_nonzero: int, dtype: torch.dtype) -> int:

@@ -73,7 +73,7 @@ def test_fixed_dictionary_mode_leaves_dictionary_untouched():
 def test_chunked_equals_unchunked():
     _, signals = planted_problem(n_locations=5, n_signals=200)
     whole = ksvd(signals, 24, 3, n_iter=3)
-    chunked = ksvd(signals, 24, 3, n_iter=3, max_memory=1)
+    chunked = ksvd(signals, 24, 3, n_iter=3, max_memory=100_000)  # OMP tiles of 67 signals, groups of 1
     assert torch.allclose(whole.dictionary, chunked.dictionary, atol=1e-10)
     assert torch.allclose(whole.codes, chunked.codes, atol=1e-10)
 
@@ -199,7 +199,7 @@ def test_streamed_and_gathered_updates_learn_the_same_dictionary(monkeypatch):
     init = torch.eye(24, 16, dtype=torch.float64) + 0.1  # some atoms start unused: dead-atom path
     streamed = ksvd(signals, 24, 3, n_iter=4, init=init)
     assert ksvd_module._streams_residual(signals, 24, False)  # small problems stream on the CPU
-    monkeypatch.setattr(ksvd_module, "cpu_cache_budget", lambda: 1)  # nothing fits: gather
+    monkeypatch.setattr(ksvd_module, "cpu_cache_bytes", lambda: 1)  # nothing fits: gather
     assert not ksvd_module._streams_residual(signals, 24, False)
     gathered = ksvd(signals, 24, 3, n_iter=4, init=init)
     assert torch.allclose(streamed.dictionary, gathered.dictionary, atol=1e-10)
@@ -210,15 +210,8 @@ def test_streamed_and_gathered_updates_learn_the_same_dictionary(monkeypatch):
 def test_update_groups_follow_the_cache_budget(monkeypatch):
     signals = torch.randn(10, 50, 8)
     per_location = ksvd_module._streamed_bytes_per_location(50, 8, 8, torch.float32)
-    monkeypatch.setattr(ksvd_module, "cpu_cache_budget", lambda: 3 * per_location)
-    chunks = [slice(0, 10)]
-    assert ksvd_module._update_groups(signals, 8, False, chunks, None) == [slice(0, 3), slice(3, 6), slice(6, 9),
-                                                                           slice(9, 10)]
-    assert ksvd_module._update_groups(signals, 8, True, chunks, None) == chunks  # exact updates gather
-    assert len(ksvd_module._update_groups(signals, 8, False, chunks, per_location)) == 10  # max_memory caps it
-
-
-def test_cpu_cache_budget_is_a_plausible_size():
-    from gpuksvd._chunks import cpu_cache_budget
-
-    assert 1024**2 // 2 <= cpu_cache_budget() <= 4 * 1024**3
+    monkeypatch.setattr(ksvd_module, "_group_cache_budget", lambda: 3 * per_location)
+    assert ksvd_module._update_groups(signals, 8, False, None) == [slice(0, 3), slice(3, 6), slice(6, 9),
+                                                                   slice(9, 10)]
+    assert ksvd_module._update_groups(signals, 8, True, None) == [slice(0, 10)]  # exact updates gather, in memory
+    assert len(ksvd_module._update_groups(signals, 8, False, per_location)) == 10  # max_memory caps it

@@ -58,11 +58,15 @@ def test_batched_equals_per_location_loop_and_shared_dictionary():
     assert torch.equal(shared, expected)
 
 
-def test_chunked_equals_unchunked():
+@pytest.mark.parametrize("signals_per_tile", [60, 17])  # whole locations; each location split in 4
+def test_tiled_equals_untiled(signals_per_tile):
+    from gpuksvd.omp import omp_bytes_per_location
+
     dictionary, signals = random_problem(n_locations=7)
     whole = batch_omp(dictionary, signals, 8)
-    chunked = batch_omp(dictionary, signals, 8, max_memory=1)  # one location per chunk
-    assert torch.allclose(whole, chunked, atol=1e-12, rtol=0)
+    budget = omp_bytes_per_location(60, 32, 8, torch.float64) * signals_per_tile // 60
+    tiled = batch_omp(dictionary, signals, 8, max_memory=budget)
+    assert torch.allclose(whole, tiled, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("device", DEVICES)

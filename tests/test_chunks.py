@@ -1,0 +1,60 @@
+"""Splitting the work into tiles and groups, and running them concurrently on the CPU."""
+import threading
+
+import pytest
+import torch
+
+from gpuksvd._chunks import cpu_cache_bytes, location_chunks, run_chunks, signal_tiles
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("n_locations, n_signals, tile", [(5, 10, 10), (5, 10, 25), (3, 10, 4), (2, 7, 1), (4, 9, 100)])
+def test_signal_tiles_cover_every_pursuit_once(n_locations, n_signals, tile):
+    covered = torch.zeros(n_locations, n_signals, dtype=torch.int64)
+    tiles = signal_tiles(n_locations, n_signals, tile)
+    for locations, rows in tiles:
+        covered[locations, rows] += 1
+        n_pairs = (locations.stop - locations.start) * (rows.stop - rows.start)
+        assert n_pairs <= max(tile, n_signals)  # whole locations up to `tile` pairs, or one location split
+        assert tile >= n_signals or rows.stop - rows.start <= tile
+    assert bool((covered == 1).all())
+
+
+def test_location_chunks_fit_the_budget_and_allow_one_oversized_location():
+    assert location_chunks(10, 100, 350, CPU) == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]
+    assert location_chunks(3, 100, 50, CPU) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    with pytest.raises(ValueError, match="max_memory"):
+        location_chunks(3, 100, 0, CPU)
+
+
+def test_run_chunks_keeps_order_and_runs_concurrently_single_threaded():
+    threads_before = torch.get_num_threads()
+    seen = []
+
+    def work(chunk):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return chunk.start
+
+    chunks = [slice(i, i + 1) for i in range(8)]
+    assert run_chunks(work, chunks, CPU) == list(range(8))
+    assert torch.get_num_threads() == threads_before
+    if threads_before > 1:
+        assert all(name.startswith("gpuksvd") and n_threads == 1 for name, n_threads in seen)
+
+
+def test_run_chunks_reraises_and_restores_threads():
+    threads_before = torch.get_num_threads()
+
+    def work(chunk):
+        if chunk.start == 3:
+            raise RuntimeError("chunk 3 failed")
+        return chunk.start
+
+    with pytest.raises(RuntimeError, match="chunk 3 failed"):
+        run_chunks(work, [slice(i, i + 1) for i in range(6)], CPU)
+    assert torch.get_num_threads() == threads_before
+
+
+def test_cpu_cache_size_is_plausible():
+    assert 1024**2 // 2 <= cpu_cache_bytes() <= 4 * 1024**3
