@@ -268,23 +268,68 @@ def _update_atoms_gathered(signals: Tensor, dictionary: Tensor, codes: Tensor, r
         flat_codes[:, k].index_copy_(0, rows, new_codes.reshape(-1))
 
 
+#: Atoms whose residual corrections the streamed update defers and applies as one product.
+STREAMED_BLOCK = 16
+
+
 def _update_atoms_streamed(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor) -> None:
-    """The approximate atom updates over all N residual rows (see :func:`_update_atoms`)."""
+    """The approximate atom updates over all N residual rows (see :func:`_update_atoms`).
+
+    The rank-2 corrections of the residual are deferred over blocks of :data:`STREAMED_BLOCK`
+    atoms: with ``E = E₀ + A B`` (A: pending code vectors, B: their atoms), the products an atom
+    needs are ``γᵀE = γᵀE₀ + (γᵀA) B`` and ``E d = E₀ d + A (B d)``. All the block's ``γᵀE₀``
+    come from one matrix product (an atom's old codes do not change before its own update), and
+    E₀ is rewritten once per block instead of once per atom. The same arithmetic as one atom at
+    a time, up to rounding order, with a quarter of the passes over the residual.
+    """
     n_locations, n_signals, _ = signals.shape
+    n_atoms = dictionary.shape[1]
     codes_by_atom = codes.transpose(1, 2).contiguous()  # (P, K, N): each atom's codes contiguous
     used_by_atom = codes_by_atom != 0
     dead_atoms = _dead_atoms(used_by_atom.sum(-1))
     taken = torch.zeros(n_locations, n_signals, dtype=torch.bool, device=signals.device)
-    for k in range(dictionary.shape[1]):
-        old_atom = dictionary[:, k].clone()
-        old_codes, used = codes_by_atom[:, k], used_by_atom[:, k]  # (P, N)
-        new_atom, new_codes = _power_step(residual, old_codes, old_atom, used)
-        if k in dead_atoms:
-            dead = ~used.any(-1)
-            new_atom = torch.where(dead[:, None], _worst_signal(signals, residual, taken, dead, old_atom), new_atom)
-        _rank_two_update(residual, old_codes, old_atom, new_codes, new_atom)
-        dictionary[:, k] = new_atom
-        codes_by_atom[:, k] = new_codes
+    pending_codes = residual.new_empty(n_locations, 2 * STREAMED_BLOCK, n_signals)  # A, by rows
+    pending_atoms = residual.new_empty(n_locations, 2 * STREAMED_BLOCK, residual.shape[-1])  # B
+    n_pending = 0
+
+    def flush() -> None:  # E₀ ← E₀ + A B
+        nonlocal n_pending
+        if n_pending:
+            residual.baddbmm_(pending_codes[:, :n_pending].mT, pending_atoms[:, :n_pending])
+            n_pending = 0
+
+    for block_start in range(0, n_atoms, STREAMED_BLOCK):
+        block = slice(block_start, min(block_start + STREAMED_BLOCK, n_atoms))
+        projections = torch.bmm(codes_by_atom[:, block], residual)  # (P, b, C): γᵀE₀ for the block
+        for j, k in enumerate(range(block.start, block.stop)):
+            old_atom = dictionary[:, k].clone()
+            old_codes, used = codes_by_atom[:, k], used_by_atom[:, k]  # (P, N)
+            # d ∝ E_kᵀ γ_k = Eᵀγ_k + d_k ‖γ_k‖², then γ_k = E_k d = E d + γ_k (d_k · d).
+            new_atom = projections[:, j] + old_atom * old_codes.square().sum(-1, keepdim=True)
+            # Products with one vector are written row-vector first (v @ M): BLAS's fast path.
+            if n_pending:
+                weights = torch.bmm(old_codes[:, None, :], pending_codes[:, :n_pending].mT)  # (P, 1, m): γᵀA
+                new_atom = new_atom + torch.bmm(weights, pending_atoms[:, :n_pending]).squeeze(1)
+            norm = new_atom.norm(dim=-1, keepdim=True)
+            new_atom = torch.where(norm > 0, new_atom / norm.clamp_min(torch.finfo(norm.dtype).tiny), old_atom)
+            if k in dead_atoms:
+                flush()  # the worst-represented signal is judged on the up-to-date residual
+                dead = ~used.any(-1)
+                new_atom = torch.where(dead[:, None], _worst_signal(signals, residual, taken, dead, old_atom), new_atom)
+            correlations = torch.bmm(new_atom[:, None, :], residual.mT).squeeze(1)  # (P, N): E₀ d
+            if n_pending:
+                atom_weights = torch.bmm(new_atom[:, None, :], pending_atoms[:, :n_pending].mT)  # (P, 1, m): (B d)ᵀ
+                correlations = correlations + torch.bmm(atom_weights, pending_codes[:, :n_pending]).squeeze(1)
+            new_codes = (correlations + old_codes * (old_atom * new_atom).sum(-1, keepdim=True)) * used
+            # Pending E ← E + γ_old d_oldᵀ − γ_new d_newᵀ.
+            pending_codes[:, n_pending] = old_codes
+            pending_codes[:, n_pending + 1] = -new_codes
+            pending_atoms[:, n_pending] = old_atom
+            pending_atoms[:, n_pending + 1] = new_atom
+            n_pending += 2
+            dictionary[:, k] = new_atom
+            codes_by_atom[:, k] = new_codes
+        flush()
     codes.copy_(codes_by_atom.mT)
 
 
