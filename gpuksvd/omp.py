@@ -179,7 +179,7 @@ def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int,
         # Signals already represented exactly (all-zero signals included) have no correlation
         # left. scikit-learn stops at alpha² < eps; relative to the signal's largest initial
         # correlation here, so that the codes of small-valued signals do not stop early.
-        active &= (alpha_atom != 0) & (alpha_atom.square() >= stop_level)
+        active &= alpha_atom.square() > stop_level  # also stops α = 0 (stop_level ≥ 0)
         if residual_sq is not None:
             active &= residual_sq > tol
         diag_sq = gram_diag.gather(-1, atom)
@@ -192,19 +192,26 @@ def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int,
         newly_dependent = active & (diag_sq <= eps)
         dependent |= newly_dependent
         active &= ~newly_dependent
-        if not bool(active.any()):
+        n_active = int(active.sum())
+        if n_active == 0:
             break
-        diag = torch.where(active, diag_sq, 1.0).sqrt()
-        z_k = torch.where(active, alpha_atom / diag, 0.0)
+        # Row k of L⁻¹ is [−(L⁻ᵀw)ᵀ/d, 1/d]; stopped signals get the identity row and z_k = 0,
+        # so they contribute nothing to the codes. (Without stopped signals, the common case,
+        # the masking is skipped.)
+        if n_active == active.numel():
+            inv_diag = diag_sq.rsqrt()
+            z_k = alpha_atom * inv_diag
+            off_diagonal_scale = -inv_diag
+        else:
+            inv_diag = torch.where(active, diag_sq, 1.0).rsqrt()
+            z_k = torch.where(active, alpha_atom * inv_diag, 0.0)
+            atom = torch.where(active, atom, 0)
+            off_diagonal_scale = torch.where(active, -inv_diag, 0.0)
         z[:, k] = z_k
-        atom = torch.where(active, atom, 0)
         scaled_selected[:, k] = atom * n_atoms
         bag_rows[..., k] = atom + table_offset
-        # Row k of L⁻¹ is [−(L⁻ᵀw)ᵀ/d, 1/d]; stopped signals get the identity row and z_k = 0,
-        # so they contribute nothing to the codes.
-        inv_diag = torch.where(active, 1.0 / diag, 1.0)
         if k > 0:
-            inv_chol.set_row(k, inv_diag, inv_chol.upper_product(k, w), (inv_diag * active).neg_())
+            inv_chol.set_row(k, inv_diag, inv_chol.upper_product(k, w), off_diagonal_scale)
         else:
             inv_chol.set_row(k, inv_diag)
         if residual_sq is not None:
