@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check, one device call (about 5-8 minutes on an H200):
+# The prepared GPU check, one device call (about 6-9 minutes on an H200):
 #   CUDA tests against float64 CPU references, then both benchmarks, appending to RESULTS.md.
 # Run from the repository root on the GPU machine, e.g. through the device tool:
 #   bash benchmarks/gpu_check.sh
@@ -12,6 +12,7 @@ OUT="${OUT:-/tmp/gpuksvd_out}"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_omp.py tests/test_ksvd.py 2>&1 | tee "$OUT/tests.log"
-python3 benchmarks/ksvd_speed.py --cpu-locations 2 --sklearn-locations 1 2>&1 | tee "$OUT/ksvd_speed.log"
+# CPU side: 2 locations per core, so that all 16 cores work as they do in a real fit.
+python3 benchmarks/ksvd_speed.py --cpu-locations 32 --repeat 2 --sklearn-locations 1 --sklearn-scales en_b6 rn18_l3 2>&1 | tee "$OUT/ksvd_speed.log"
 python3 benchmarks/pipeline_speed.py --num-workers 8 2>&1 | grep -v "it/s]" | tee "$OUT/pipeline_speed.log"
 cp benchmarks/RESULTS.md "$OUT/RESULTS.md"

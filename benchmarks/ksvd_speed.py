@@ -161,9 +161,12 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", nargs="+", default=list(SCALES), choices=list(SCALES))
     parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    parser.add_argument("--cpu-locations", type=int, default=12,
-                        help="locations timed on the CPU (scaled to P; a multiple of the update group size)")
+    parser.add_argument("--cpu-locations", type=int, default=6 * torch.get_num_threads(),
+                        help="locations timed on the CPU, scaled to P (default: 6 per torch thread, so that "
+                             "every core gets whole tiles and update groups)")
     parser.add_argument("--repeat", type=int, default=3, help="timed iterations per device; the fastest is reported")
+    parser.add_argument("--sklearn-scales", nargs="+", default=list(SCALES), choices=list(SCALES),
+                        help="scales with a scikit-learn reference (WRN50: ~2 minutes per location)")
     parser.add_argument("--sklearn-locations", type=int, default=1, help="locations timed with scikit-learn (0: skip)")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
     args = parser.parse_args(argv)
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> str:
             print(f"{scale.label} on {device_name}: OMP {row[device.type]['omp']:.3f} s, "
                   f"atoms {row[device.type]['update']:.3f} s (measured on {measured} of {scale.n_locations} locations)",
                   flush=True)
-        if args.sklearn_locations > 0:
+        if args.sklearn_locations > 0 and name in args.sklearn_scales:
             row["sklearn"] = time_sklearn(scale, args.sklearn_locations) * scale.n_locations / args.sklearn_locations
             row["sklearn_measured"] = args.sklearn_locations
             print(f"{scale.label} scikit-learn reference: {row['sklearn']:.1f} s", flush=True)
@@ -222,6 +225,8 @@ def render(rows: list[dict], repeat: int) -> str:
             total = timing["omp"] + timing["update"]
             peak = f"{timing['peak_bytes'] / 2**30:.1f} GiB" if timing["peak_bytes"] else "–"
             ratio = f"{cpu_total / total:.0f}x" if device == "cuda" and cpu_total else "–"
+            if device == "cuda" and "sklearn" in row:
+                ratio += f" ({row['sklearn'] / total:.0f}x vs scikit-learn)"
             where = device if timing["measured"] == scale.n_locations else f"{device} ({timing['measured']} loc.)"
             lines.append(f"| {dims} | {where} | {timing['omp']:.3f} | {timing['update']:.3f} | {total:.3f} | {peak} | "
                          f"{ratio} | {floor_text} |")
