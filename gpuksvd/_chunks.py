@@ -34,12 +34,37 @@ CPU_DEFAULT_BUDGET = 256 * 1024**2
 CUDA_MAX_DEFAULT_BUDGET = 40 * 1024**3
 
 
+#: Smallest default CPU budget per piece, however little memory is available.
+CPU_MIN_DEFAULT_BUDGET = 32 * 1024**2
+
+
 def default_budget(device: torch.device) -> int:
-    """Half the free memory of a CUDA device (at most 40 GiB), :data:`CPU_DEFAULT_BUDGET` on the CPU."""
+    """The working-memory budget of one piece when the caller sets none.
+
+    CUDA: half the device's free memory, at most 40 GiB. CPU: :data:`CPU_DEFAULT_BUDGET`, less
+    where the pieces in flight (one per torch thread) would take more than a quarter of the
+    available memory (many cores, little memory), but not below 32 MiB.
+    """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return min(free // 2, CUDA_MAX_DEFAULT_BUDGET)
-    return CPU_DEFAULT_BUDGET
+    available = _available_memory()
+    if available is None:
+        return CPU_DEFAULT_BUDGET
+    share = available // (4 * max(1, torch.get_num_threads()))
+    return max(CPU_MIN_DEFAULT_BUDGET, min(CPU_DEFAULT_BUDGET, share))
+
+
+def _available_memory() -> int | None:
+    """MemAvailable from Linux's /proc/meminfo, in bytes; None elsewhere."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 #: Cache budget used when the last-level cache size cannot be read (a common L3 size).

@@ -58,3 +58,15 @@ def test_run_chunks_reraises_and_restores_threads():
 
 def test_cpu_cache_size_is_plausible():
     assert 1024**2 // 2 <= cpu_cache_bytes() <= 4 * 1024**3
+
+
+def test_default_cpu_budget_shrinks_with_many_cores_and_little_memory(monkeypatch):
+    import gpuksvd._chunks as chunks
+
+    monkeypatch.setattr(chunks, "_available_memory", lambda: 64 * 1024**3)
+    assert chunks.default_budget(CPU) == chunks.CPU_DEFAULT_BUDGET
+    monkeypatch.setattr(chunks, "_available_memory", lambda: 4 * 1024**3)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 64)
+    assert chunks.default_budget(CPU) == chunks.CPU_MIN_DEFAULT_BUDGET  # 4 GiB / (4 · 64) = 16 MiB, floored
+    monkeypatch.setattr(chunks, "_available_memory", lambda: None)
+    assert chunks.default_budget(CPU) == chunks.CPU_DEFAULT_BUDGET
