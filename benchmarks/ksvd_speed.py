@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpuksvd.dictionaries import initial_dictionary  # noqa: E402
-from gpuksvd.ksvd import _code_tiles, _update_groups, _update_groups_of_atoms  # noqa: E402
+from gpuksvd.ksvd import _atom_update_plan, _code_tiles, _update_groups_of_atoms  # noqa: E402
 from gpuksvd.omp import omp_tiles  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -83,7 +83,7 @@ def time_gpuksvd(scale: Scale, device: torch.device, n_locations: int, repeat: i
     dictionary = initial_dictionary("dct", n_locations, scale.n_features, scale.n_features, dtype=dtype, device=device)
     # Split as ksvd() splits: OMP tiles, then groups of locations for the atom updates.
     tiles = omp_tiles(n_locations, scale.n_signals, scale.n_features, scale.n_nonzero, dtype, None, device)
-    groups = _update_groups(signals, scale.n_features, False, None)
+    streamed, groups = _atom_update_plan(signals, scale.n_features, False, None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -95,7 +95,7 @@ def time_gpuksvd(scale: Scale, device: torch.device, n_locations: int, repeat: i
         _code_tiles(signals, dictionary, codes, scale.n_nonzero, tiles)
         _sync(device)
         middle = time.perf_counter()
-        _update_groups_of_atoms(signals, dictionary, codes, False, groups, sq_error)
+        _update_groups_of_atoms(signals, dictionary, codes, False, streamed, groups, sq_error)
         _sync(device)
         return middle - start, time.perf_counter() - middle
 

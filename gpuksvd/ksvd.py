@@ -104,7 +104,7 @@ def ksvd(
     location_sq_error = signals.new_zeros(n_iter + 1, n_locations)
     tiles = omp_tiles(n_locations, n_signals, n_atoms, n_nonzero, signals.dtype, max_memory, signals.device)
     exact = atom_update == "exact"
-    update_groups = _update_groups(signals, n_atoms, exact, max_memory)
+    streamed, update_groups = _atom_update_plan(signals, n_atoms, exact, max_memory)
     history = []
     n_dependent = 0
     for iteration in range(n_iter + 1):
@@ -113,7 +113,7 @@ def ksvd(
         if iteration == 0:
             _reconstruction_errors(signals, dictionary, codes, update_groups, location_sq_error[0])
             continue
-        _update_groups_of_atoms(signals, dictionary, codes, exact, update_groups, location_sq_error[iteration])
+        _update_groups_of_atoms(signals, dictionary, codes, exact, streamed, update_groups, location_sq_error[iteration])
         history.append(float((location_sq_error[iteration].sum() / signal_energy.sum().clamp_min(1e-30)).sqrt()))
         if callback is not None:
             callback(iteration, history[-1])
@@ -146,8 +146,8 @@ def _reconstruction_errors(signals: Tensor, dictionary: Tensor, codes: Tensor, g
     run_chunks(measure, groups, signals.device)
 
 
-def _update_groups_of_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, exact: bool, groups: list[slice],
-                            sq_error: Tensor) -> None:
+def _update_groups_of_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, exact: bool, streamed: bool,
+                            groups: list[slice], sq_error: Tensor) -> None:
     """One atom-update pass over every group of locations, in place; each location's squared
     reconstruction error afterwards goes to ``sq_error`` (P,)."""
 
@@ -155,7 +155,7 @@ def _update_groups_of_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, 
         # Views of the group's locations: the update writes through to dictionary and codes.
         x, atoms, group_codes = signals[group], dictionary[group], codes[group]
         residual = x - group_codes @ atoms
-        _update_atoms(x, atoms, group_codes, residual, exact)
+        _update_atoms(x, atoms, group_codes, residual, exact, streamed)
         sq_error[group] = residual.square().sum((1, 2))
 
     run_chunks(update, groups, signals.device)
@@ -185,19 +185,24 @@ def _streams_residual(signals: Tensor, n_atoms: int, exact: bool) -> bool:
             and _streamed_bytes_per_location(n_signals, n_atoms, n_features, signals.dtype) <= _group_cache_budget())
 
 
-def _update_groups(signals: Tensor, n_atoms: int, exact: bool, max_memory: int | None) -> list[slice]:
-    """The location groups of the atom updates: within the memory budget, and when the update
-    streams the residual, sized for it to stay in the CPU's last-level cache across atoms."""
+def _atom_update_plan(signals: Tensor, n_atoms: int, exact: bool, max_memory: int | None) -> tuple[bool, list[slice]]:
+    """Whether the atom updates stream the residual, and their location groups: within the memory
+    budget, and when streaming, sized for the residual to stay in the CPU's last-level cache.
+
+    Decided once, before the groups run (inside them torch runs single-threaded, which would
+    change the cache share).
+    """
     n_locations, n_signals, n_features = signals.shape
     if not _streams_residual(signals, n_atoms, exact):
         per_location = _gathered_bytes_per_location(n_signals, n_atoms, n_features, signals.dtype)
-        return location_chunks(n_locations, per_location, max_memory, signals.device)
+        return False, location_chunks(n_locations, per_location, max_memory, signals.device)
     per_location = _streamed_bytes_per_location(n_signals, n_atoms, n_features, signals.dtype)
     budget = _group_cache_budget() if max_memory is None else min(_group_cache_budget(), max_memory)
-    return location_chunks(n_locations, per_location, budget, signals.device)
+    return True, location_chunks(n_locations, per_location, budget, signals.device)
 
 
-def _update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor, exact: bool) -> None:
+def _update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor, exact: bool,
+                  streamed: bool | None = None) -> None:
     """One K-SVD atom-update pass, in place, for a group of locations.
 
     Each atom is updated from the residual rows of the signals that use it (about T/K of them).
@@ -221,8 +226,12 @@ def _update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: 
         ``signals − codes @ dictionary``, kept equal to it as atoms change.
     exact : bool
         Leading singular pair (True) or one power step (False).
+    streamed : bool, optional
+        Stream the residual (approximate updates only); by default when it fits in the cache.
     """
-    if _streams_residual(signals, dictionary.shape[1], exact):
+    if streamed is None:
+        streamed = _streams_residual(signals, dictionary.shape[1], exact)
+    if streamed and not exact:
         _update_atoms_streamed(signals, dictionary, codes, residual)
     else:
         _update_atoms_gathered(signals, dictionary, codes, residual, exact)

@@ -211,7 +211,7 @@ def test_update_groups_follow_the_cache_budget(monkeypatch):
     signals = torch.randn(10, 50, 8)
     per_location = ksvd_module._streamed_bytes_per_location(50, 8, 8, torch.float32)
     monkeypatch.setattr(ksvd_module, "_group_cache_budget", lambda: 3 * per_location)
-    assert ksvd_module._update_groups(signals, 8, False, None) == [slice(0, 3), slice(3, 6), slice(6, 9),
-                                                                   slice(9, 10)]
-    assert ksvd_module._update_groups(signals, 8, True, None) == [slice(0, 10)]  # exact updates gather, in memory
-    assert len(ksvd_module._update_groups(signals, 8, False, per_location)) == 10  # max_memory caps it
+    plan = ksvd_module._atom_update_plan
+    assert plan(signals, 8, False, None) == (True, [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)])
+    assert plan(signals, 8, True, None) == (False, [slice(0, 10)])  # exact updates gather, in memory
+    assert len(plan(signals, 8, False, per_location)[1]) == 10  # max_memory caps it
