@@ -15,6 +15,7 @@ the date, the machine and the git commit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import platform
 import subprocess
@@ -29,6 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpuksvd.dictionaries import initial_dictionary  # noqa: E402
 from gpuksvd.ksvd import _atom_update_plan, _code_tiles, _update_groups_of_atoms  # noqa: E402
+import gpuksvd.omp as omp_module  # noqa: E402
+from gpuksvd._inverse_factor import _Matrices, _SignalsLast  # noqa: E402
 from gpuksvd.omp import omp_tiles  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -75,15 +78,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_gpuksvd(scale: Scale, device: torch.device, n_locations: int, repeat: int = 3,
-                 dtype=torch.float32) -> dict:
-    """Seconds for one iteration on ``n_locations`` locations, OMP and atom updates apart (best of ``repeat``)."""
+@contextlib.contextmanager
+def factor_layout(name: str | None):
+    """Make OMP use the named L⁻¹ store instead of its device's default (None: the default)."""
+    if name is None:
+        yield
+        return
+    kind = {"matrices": _Matrices, "signals-last": _SignalsLast}[name]
+    original = omp_module.inverse_factor
+    omp_module.inverse_factor = lambda n_locations, n_signals, n_nonzero, like: kind(n_locations, n_signals,
+                                                                                    n_nonzero, like)
+    try:
+        yield
+    finally:
+        omp_module.inverse_factor = original
+
+
+def time_gpuksvd(scale: Scale, device: torch.device, n_locations: int, repeat: int = 3, factor: str | None = None,
+                 streamed: bool | None = None, dtype=torch.float32) -> dict:
+    """Seconds for one iteration on ``n_locations`` locations, OMP and atom updates apart (best of ``repeat``).
+
+    ``factor`` ("matrices" or "signals-last") and ``streamed`` override the library's choices
+    for the device, to compare the alternatives on it.
+    """
     gen = torch.Generator().manual_seed(0)
     signals = torch.randn(n_locations, scale.n_signals, scale.n_features, generator=gen).to(device, dtype)
     dictionary = initial_dictionary("dct", n_locations, scale.n_features, scale.n_features, dtype=dtype, device=device)
     # Split as ksvd() splits: OMP tiles, then groups of locations for the atom updates.
     tiles = omp_tiles(n_locations, scale.n_signals, scale.n_features, scale.n_nonzero, dtype, None, device)
-    streamed, groups = _atom_update_plan(signals, scale.n_features, False, None)
+    planned, groups = _atom_update_plan(signals, scale.n_features, False, None)
+    streamed = planned if streamed is None else streamed
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -92,7 +116,8 @@ def time_gpuksvd(scale: Scale, device: torch.device, n_locations: int, repeat: i
         sq_error = torch.empty(n_locations, dtype=dtype, device=device)
         _sync(device)
         start = time.perf_counter()
-        _code_tiles(signals, dictionary, codes, scale.n_nonzero, tiles)
+        with factor_layout(factor):
+            _code_tiles(signals, dictionary, codes, scale.n_nonzero, tiles)
         _sync(device)
         middle = time.perf_counter()
         _update_groups_of_atoms(signals, dictionary, codes, False, streamed, groups, sq_error)
@@ -168,6 +193,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--sklearn-scales", nargs="+", default=list(SCALES), choices=list(SCALES),
                         help="scales with a scikit-learn reference (WRN50: ~2 minutes per location)")
     parser.add_argument("--sklearn-locations", type=int, default=1, help="locations timed with scikit-learn (0: skip)")
+    parser.add_argument("--cuda-alternative-scales", nargs="*", default=["en_b6", "rn18_l3"], choices=list(SCALES),
+                        help="scales where CUDA is also timed with the CPU's choices (signals-last factor, streamed "
+                             "atom updates), to see which is faster on the GPU")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
     args = parser.parse_args(argv)
 
@@ -185,6 +213,13 @@ def main(argv: list[str] | None = None) -> str:
             print(f"{scale.label} on {device_name}: OMP {row[device.type]['omp']:.3f} s, "
                   f"atoms {row[device.type]['update']:.3f} s (measured on {measured} of {scale.n_locations} locations)",
                   flush=True)
+            if device.type == "cuda" and name in args.cuda_alternative_scales:
+                # OMP and atom updates are timed apart, so one run gives both alternatives.
+                timing = time_gpuksvd(scale, device, measured, args.repeat, factor="signals-last", streamed=True)
+                row["cuda_alternatives"] = {"omp": timing["omp"], "update": timing["update"], "measured": measured,
+                                            "peak_bytes": timing["peak_bytes"]}
+                print(f"{scale.label} on {device_name}, signals-last factor: OMP {timing['omp']:.3f} s; "
+                      f"streamed atom updates: {timing['update']:.3f} s", flush=True)
         if args.sklearn_locations > 0 and name in args.sklearn_scales:
             row["sklearn"] = time_sklearn(scale, args.sklearn_locations) * scale.n_locations / args.sklearn_locations
             row["sklearn_measured"] = args.sklearn_locations
@@ -218,16 +253,19 @@ def render(rows: list[dict], repeat: int) -> str:
         dims = f"{scale.label} ({scale.n_locations}, {scale.n_features}, {scale.n_signals}, {scale.n_nonzero})"
         cpu_total = row["cpu"]["omp"] + row["cpu"]["update"] if "cpu" in row else None
         floor_text = f"{fl['omp_gflop'] + fl['update_gflop']:.0f} / {fl['omp_gb'] + fl['update_gb']:.0f}"
-        for device in ("cpu", "cuda"):
+        for device in ("cpu", "cuda", "cuda_alternatives"):
             if device not in row:
                 continue
             timing = row[device]
             total = timing["omp"] + timing["update"]
             peak = f"{timing['peak_bytes'] / 2**30:.1f} GiB" if timing["peak_bytes"] else "–"
-            ratio = f"{cpu_total / total:.0f}x" if device == "cuda" and cpu_total else "–"
-            if device == "cuda" and "sklearn" in row:
+            on_gpu = device.startswith("cuda")
+            ratio = f"{cpu_total / total:.0f}x" if on_gpu and cpu_total else "–"
+            if on_gpu and "sklearn" in row:
                 ratio += f" ({row['sklearn'] / total:.0f}x vs scikit-learn)"
-            where = device if timing["measured"] == scale.n_locations else f"{device} ({timing['measured']} loc.)"
+            where = {"cuda_alternatives": "cuda: OMP with signals-last factor, streamed atom updates"}.get(device, device)
+            if timing["measured"] != scale.n_locations:
+                where += f" ({timing['measured']} loc.)"
             lines.append(f"| {dims} | {where} | {timing['omp']:.3f} | {timing['update']:.3f} | {total:.3f} | {peak} | "
                          f"{ratio} | {floor_text} |")
         if "sklearn" in row:
