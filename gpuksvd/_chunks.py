@@ -132,8 +132,11 @@ def run_chunks(work: Callable[[_Chunk], _Result], chunks: Sequence[_Chunk], devi
         torch.set_num_threads(1)
         return work(chunk)
 
+    pool = ThreadPoolExecutor(n_workers, thread_name_prefix="gpuksvd")
     try:
-        with ThreadPoolExecutor(n_workers, thread_name_prefix="gpuksvd") as pool:
-            return list(pool.map(single_threaded, chunks))
+        futures = [pool.submit(single_threaded, chunk) for chunk in chunks]
+        return [future.result() for future in futures]
     finally:
+        # On an error or Ctrl-C, drop the pieces not started yet instead of running them all.
+        pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(n_threads)

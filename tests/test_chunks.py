@@ -1,5 +1,6 @@
 """Splitting the work into tiles and groups, and running them concurrently on the CPU."""
 import threading
+import time
 
 import pytest
 import torch
@@ -54,6 +55,17 @@ def test_run_chunks_reraises_and_restores_threads():
     with pytest.raises(RuntimeError, match="chunk 3 failed"):
         run_chunks(work, [slice(i, i + 1) for i in range(6)], CPU)
     assert torch.get_num_threads() == threads_before
+    started = []
+
+    def slow(chunk):
+        started.append(chunk.start)
+        time.sleep(0.01)
+        return work(chunk)
+
+    with pytest.raises(RuntimeError, match="chunk 3 failed"):
+        run_chunks(slow, [slice(i, i + 1) for i in range(200)], CPU)
+    if threads_before > 1:
+        assert len(started) < 200  # the pieces not started when chunk 3 failed were dropped
 
 
 def test_cpu_cache_size_is_plausible():
