@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -92,6 +93,14 @@ class PSDLConfig:
             raise ValueError(
                 f"init=haar gives at most {n_features} atoms on {name!r} ({n_features} channels), but "
                 f"n_atoms={n_atoms}: use ksvd.init=dct or random, or ksvd.n_atoms ≤ {n_features}"
+            )
+        if round(self.sparsity * n_atoms) > n_features:
+            warnings.warn(
+                f"sparsity={self.sparsity} of n_atoms={n_atoms} asks for {round(self.sparsity * n_atoms)} non-zeros "
+                f"per code, but the {n_features} channels of {name!r} allow at most {n_features} independent "
+                f"atoms: the codes use {n_features}. Lower ksvd.sparsity or ksvd.n_atoms to silence this.",
+                UserWarning,
+                stacklevel=2,
             )
         if self.init == "dct2d" and (math.isqrt(n_features) ** 2 != n_features or math.isqrt(n_atoms) ** 2 != n_atoms):
             raise ValueError(

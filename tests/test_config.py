@@ -1,4 +1,5 @@
 """Every config option composes, and the composed values reach the library's objects."""
+import warnings
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,11 @@ def test_evaluate_config_composes_with_and_without_backbone():
     assert cfg.get("backbone") is None and cfg["dataset"]["name"] == "generated"
     cfg = compose_dict(["model=x.safetensors", "backbone=resnet18"], "evaluate")
     assert cfg["backbone"]["name"] == "resnet18"
+
+
+def test_more_nonzeros_than_channels_warns_and_names_the_fix():
+    with pytest.warns(UserWarning, match=r"asks for 50 non-zeros.*32 channels.*ksvd.sparsity"):
+        PSDLConfig(n_atoms=200).check_features(32, "layer1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PSDLConfig(n_atoms=128).check_features(32, "layer1")  # 32 non-zeros: allowed
