@@ -34,6 +34,7 @@ class _Matrices:
         self.n_nonzero = n_nonzero
         size = min(n_nonzero, _GROWTH)
         self.data = like.new_zeros(n_locations, n_signals, size, size)
+        self.filled = 0
 
     def lower_product(self, k: int, g: Tensor) -> Tensor:
         """L⁻¹[:k, :k] g for g of shape (P, k, N); the result has the same shape."""
@@ -54,6 +55,7 @@ class _Matrices:
         self.data[..., k, k] = diagonal
         if off_diagonal is not None:
             self.data[..., k, :k] = (off_diagonal * scale[:, None]).mT
+        self.filled = k + 1
 
     def row(self, k: int) -> Tensor:
         """Row k, entries 0..k, of shape (P, k + 1, N)."""
@@ -61,7 +63,8 @@ class _Matrices:
 
     @property
     def size(self) -> int:
-        return self.data.shape[-1]
+        """Rows written so far (the capacity may be larger)."""
+        return self.filled
 
 
 class _SignalsLast:

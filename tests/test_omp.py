@@ -156,16 +156,24 @@ def test_bad_shapes_and_dtypes_are_named():
         batch_omp(dictionary[:, :, :10], signals, 4)
 
 
+@pytest.mark.filterwarnings("ignore:Orthogonal matching pursuit ended prematurely")  # sklearn, on the zero signals
 def test_both_factor_layouts_give_the_same_codes(monkeypatch):
-    # The CPU uses a signals-last factor, CUDA the matrix one: check the CUDA layout here too.
+    # The CPU uses a signals-last factor, CUDA the matrix one: check the CUDA layout here too,
+    # also when every pursuit stops early (tol, zero signals), before the matrices' capacity.
     import gpuksvd.omp as omp_module
     from gpuksvd._inverse_factor import _Matrices
 
     dictionary, signals = random_problem(n_atoms=40)
+    signals[:, :5] = 0.0
+    tol = 0.6 * float(signals.square().sum(-1).max())
     signals_last = batch_omp(dictionary, signals, 12)
+    signals_last_tol = batch_omp(dictionary, signals, 12, tol=tol)
     monkeypatch.setattr(omp_module, "inverse_factor", lambda p, n, t, like: _Matrices(p, n, t, like))
     matrices = batch_omp(dictionary, signals, 12)
+    matrices_tol = batch_omp(dictionary, signals, 12, tol=tol)
     assert torch.allclose(signals_last, matrices, atol=1e-12, rtol=0)
+    assert int((matrices_tol != 0).sum(-1).max()) < 8  # all pursuits ended before the first capacity
+    assert torch.allclose(signals_last_tol, matrices_tol, atol=1e-12, rtol=0)
     d, x = dictionary[0].numpy(), signals[0].numpy()
     reference = orthogonal_mp_gram(d @ d.T, d @ x.T, n_nonzero_coefs=12).T
     assert np.abs(matrices[0].numpy() - reference).max() <= 1e-8
