@@ -105,6 +105,8 @@ def signal_tiles(n_locations: int, n_signals: int, tile_signals: int) -> list[tu
     Whole locations are grouped when ``tile_signals ≥ N``; otherwise each location's signals are
     split into equal parts of at most ``tile_signals``.
     """
+    if n_locations == 0 or n_signals == 0:
+        return []
     tile_signals = max(1, int(tile_signals))
     if tile_signals >= n_signals:
         per_tile = min(n_locations, tile_signals // n_signals)
@@ -121,7 +123,8 @@ def run_chunks(work: Callable[[_Chunk], _Result], chunks: Sequence[_Chunk], devi
     torch uses (``torch.get_num_threads()``), each running its operations single-threaded.
 
     ``work`` must only write to its own chunk's locations. Torch's thread count is restored
-    afterwards.
+    afterwards. It is a process-wide setting, so another thread that starts using torch while
+    the pieces run (a user's own thread, not the caller's) starts single-threaded too.
     """
     n_workers = min(len(chunks), torch.get_num_threads()) if device.type == "cpu" else 1
     if n_workers <= 1:

@@ -82,7 +82,9 @@ def ksvd(
     callback : callable(iteration, relative_error), optional
         Called after each iteration (e.g. to drive a progress bar).
     max_memory : int, optional
-        Working-memory budget in bytes; locations are processed in chunks that fit it.
+        Working-memory budget in bytes per piece of work in flight (OMP tiles of locations or
+        signals, atom-update groups of locations); it also caps the CPU's cache-sized groups.
+        Default: see :func:`~gpuksvd.batch_omp`.
 
     Returns
     -------
@@ -321,7 +323,11 @@ def _update_atoms_streamed(signals: Tensor, dictionary: Tensor, codes: Tensor, r
                 residual_t_codes = residual_t_codes + torch.bmm(weights, pending_atoms[:, :n_pending]).squeeze(1)
             new_atom = _normalised_atom(residual_t_codes, old_codes, old_atom)
             if k in dead_atoms:
-                flush()  # the worst-represented signal is judged on the up-to-date residual
+                if n_pending:
+                    # The worst-represented signal is judged on the up-to-date residual; the
+                    # block's remaining γᵀE₀ must then follow the new E₀.
+                    flush()
+                    projections[:, j + 1:] = torch.bmm(codes_by_atom[:, k + 1 : block.stop], residual)
                 dead = ~used.any(-1)
                 new_atom = torch.where(dead[:, None], _worst_signal(signals, residual, taken, dead, old_atom), new_atom)
             correlations = torch.bmm(new_atom[:, None, :], residual.mT).squeeze(1)  # (P, N): E₀ d

@@ -56,9 +56,11 @@ def batch_omp(
         Stop a signal once the squared L2 norm of its residual is ≤ ``tol`` (as scikit-learn's
         ``orthogonal_mp_gram``), even before ``n_nonzero`` atoms.
     max_memory : int, optional
-        Working-memory budget in bytes; locations are processed in chunks that fit it (same
-        result as unchunked). Default: half the free CUDA memory, or 256 MiB on the CPU (per
-        chunk in flight: the CPU codes one chunk per core at a time).
+        Working-memory budget in bytes of one tile of work: locations, or a location's signals
+        split in equal parts, are processed in tiles that fit it (same result up to rounding
+        order). Default: half the free CUDA memory, at most 40 GiB; on the CPU 256 MiB per tile
+        (one tile per core runs at a time; less when that would exceed a quarter of the
+        available memory), with at least 1536 signals per tile.
 
     Returns
     -------
@@ -236,7 +238,9 @@ class _LargestMagnitude:
     There, argmax over a short last dimension is not vectorised (≈ 1.2 ns per element, 6x the
     cost of amax). Non-negative floats order like their bit patterns as integers, so the index is
     found with vectorised integer operations instead: the magnitudes' bits, their row maximum m,
-    then the largest of ``[bits == m] · (K − index)`` — the same index, ties and NaN included.
+    then the largest of ``[bits == m] · (K − index)`` — the same index, ties and inf included.
+    (With several NaNs of different payloads the one with the largest bit pattern wins, not the
+    first; features are checked finite before they get here.)
     """
 
     _BITS = {torch.float32: (torch.int32, 0x7FFF_FFFF), torch.float64: (torch.int64, 0x7FFF_FFFF_FFFF_FFFF)}

@@ -215,3 +215,24 @@ def test_update_groups_follow_the_cache_budget(monkeypatch):
     assert plan(signals, 8, False, None) == (True, [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)])
     assert plan(signals, 8, True, None) == (False, [slice(0, 10)])  # exact updates gather, in memory
     assert len(plan(signals, 8, False, per_location)[1]) == 10  # max_memory caps it
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_atom_dead_at_one_location_mid_block_matches_reference(streamed):
+    # A dead atom in the middle of a streamed block flushes the deferred corrections; the atoms
+    # after it must still see the up-to-date residual (and the other location must be unaffected).
+    gen = torch.Generator().manual_seed(4)
+    signals = torch.randn(2, 200, 12, generator=gen, dtype=torch.float64)
+    dictionary = torch.randn(2, 20, 12, generator=gen, dtype=torch.float64)
+    dictionary /= dictionary.norm(dim=-1, keepdim=True)
+    codes = batch_omp(dictionary, signals, 3)
+    codes[0, :, 2] = 0.0  # atom 2 unused at location 0 only
+    residual = signals - codes @ dictionary
+    # The reference skips dead atoms; the dead atom itself is replaced by a signal, so compare the others.
+    expected_dictionary, expected_codes = _reference_approximate_pass(signals, dictionary, codes)
+    _update_atoms(signals, dictionary, codes, residual, exact=False, streamed=streamed)
+    live = torch.ones(2, 20, dtype=torch.bool)
+    live[0, 2] = False
+    assert (dictionary - expected_dictionary)[live].abs().max() <= 1e-12
+    assert (codes - expected_codes).abs().max() <= 1e-12
+    assert torch.allclose(residual, signals - codes @ dictionary, atol=1e-12)

@@ -207,3 +207,9 @@ def test_largest_magnitude_is_argmax_of_abs(dtype):
     assert finder.bit_trick
     assert torch.equal(finder(alpha), expected)
     assert torch.equal(finder(-alpha), expected)
+
+
+def test_empty_inputs_give_empty_codes():
+    dictionary = torch.randn(3, 8, 4)
+    assert batch_omp(dictionary, torch.randn(3, 0, 4), 2).shape == (3, 0, 8)
+    assert batch_omp(dictionary[:0], torch.randn(0, 5, 4), 2).shape == (0, 5, 8)
