@@ -86,15 +86,21 @@ def cpu_cache_bytes() -> int:
     return max(sizes) if sizes else FALLBACK_CACHE_BYTES
 
 
+def resolve_budget(max_memory: int | None, device: torch.device) -> int:
+    """``max_memory`` checked, or :func:`default_budget` when it is None."""
+    budget = default_budget(device) if max_memory is None else int(max_memory)
+    if budget <= 0:
+        raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory}")
+    return budget
+
+
 def location_chunks(n_locations: int, bytes_per_location: int, max_memory: int | None,
                     device: torch.device) -> list[slice]:
     """Slices of ``range(n_locations)`` whose working memory stays within ``max_memory``.
 
     A single location is always allowed, even when it alone exceeds the budget.
     """
-    budget = default_budget(device) if max_memory is None else int(max_memory)
-    if budget <= 0:
-        raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory}")
+    budget = resolve_budget(max_memory, device)
     size = max(1, min(n_locations, budget // max(1, bytes_per_location)))
     return [slice(start, min(start + size, n_locations)) for start in range(0, n_locations, size)]
 

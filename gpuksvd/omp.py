@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._chunks import default_budget, run_chunks, signal_tiles
+from ._chunks import resolve_budget, run_chunks, signal_tiles
 from ._inverse_factor import inverse_factor
 
 
@@ -112,10 +112,7 @@ def omp_tiles(n_locations: int, n_signals: int, n_atoms: int, n_nonzero: int, dt
     Whole locations when they fit, else each location's signals in equal parts. With the default
     CPU budget a tile holds at least :data:`MIN_CPU_TILE` signals, even if that exceeds it.
     """
-    budget = default_budget(device) if max_memory is None else int(max_memory)
-    if budget <= 0:
-        raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory}")
-    tile = budget * n_signals // omp_bytes_per_location(n_signals, n_atoms, n_nonzero, dtype)
+    tile = resolve_budget(max_memory, device) * n_signals // omp_bytes_per_location(n_signals, n_atoms, n_nonzero, dtype)
     if device.type == "cpu" and max_memory is None:
         tile = max(tile, MIN_CPU_TILE)
     return signal_tiles(n_locations, n_signals, tile)
