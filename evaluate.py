@@ -13,14 +13,16 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from gpuksvd.runs import evaluate_run
+import gpuksvd.runs.hydra_support  # noqa: F401  (registers the resolvers conf/ uses)
+from gpuksvd.runs import evaluate_config, evaluate_run
 
 log = logging.getLogger("gpuksvd")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    result = evaluate_run(OmegaConf.to_container(cfg, resolve=True), HydraConfig.get().runtime.output_dir)
+    config = evaluate_config(OmegaConf.to_container(cfg, resolve=True))
+    result = evaluate_run(config, HydraConfig.get().runtime.output_dir)
     main_metric = result.get("main_metric")
     return main_metric if main_metric is not None else math.nan
 

@@ -7,15 +7,15 @@
 
 Writes table.md (rows: categories, groups, mean; columns: the swept values; cells: metrics in
 percent), table.csv (the same numbers, one line per row x column x metric) and PNG figures
-(see gpuksvd.report), and prints the Markdown table. A preset may set report.metrics and
+(see gpuksvd.sweeps), and prints the Markdown table. A preset may set report.metrics and
 report.average in its config; --metrics and --average override them (--average with no key
 averages nothing).
 """
 import argparse
 import sys
 
-from gpuksvd.metrics import METRIC_NAMES
-from gpuksvd.report import write_report
+from gpuksvd.evaluation import METRIC_NAMES
+from gpuksvd.sweeps import write_report
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" GPUKSVD_C
 OUT="${OUT:-/tmp/gpuksvd_out}"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_omp.py tests/test_ksvd.py 2>&1 | tee "$OUT/tests.log"
+python3 -m pytest -q -p no:cacheprovider tests/sparse tests/detector 2>&1 | tee "$OUT/tests.log"
 # CPU side: 2 locations per core, so that all 16 cores work as they do in a real fit.
 python3 benchmarks/ksvd_speed.py --cpu-locations 32 --repeat 2 --sklearn-locations 1 --sklearn-scales en_b6 rn18_l3 2>&1 | tee "$OUT/ksvd_speed.log"
 python3 benchmarks/pipeline_speed.py --num-workers 8 2>&1 | grep -v "it/s]" | tee "$OUT/pipeline_speed.log"

@@ -15,7 +15,6 @@ the date, the machine and the git commit.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import platform
 import subprocess
@@ -28,11 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gpuksvd.dictionaries import initial_dictionary  # noqa: E402
-from gpuksvd.ksvd import _atom_update_plan, _code_tiles, _update_groups_of_atoms  # noqa: E402
-import gpuksvd.omp as omp_module  # noqa: E402
-from gpuksvd._inverse_factor import _Matrices, _SignalsLast  # noqa: E402
-from gpuksvd.omp import omp_tiles  # noqa: E402
+from gpuksvd.sparse import batch_omp, initial_dictionary, update_atoms  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -78,49 +73,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@contextlib.contextmanager
-def factor_layout(name: str | None):
-    """Make OMP use the named L⁻¹ store instead of its device's default (None: the default)."""
-    if name is None:
-        yield
-        return
-    kind = {"matrices": _Matrices, "signals-last": _SignalsLast}[name]
-    original = omp_module.inverse_factor
-    omp_module.inverse_factor = lambda n_locations, n_signals, n_nonzero, like: kind(n_locations, n_signals,
-                                                                                    n_nonzero, like)
-    try:
-        yield
-    finally:
-        omp_module.inverse_factor = original
-
-
-def time_gpuksvd(scale: Scale, device: torch.device, n_locations: int, repeat: int = 3, factor: str | None = None,
+def time_gpuksvd(scale: Scale, device: torch.device, n_locations: int, repeat: int = 3, factor: str = "auto",
                  streamed: bool | None = None, dtype=torch.float32) -> dict:
     """Seconds for one iteration on ``n_locations`` locations, OMP and atom updates apart (best of ``repeat``).
 
     ``factor`` ("matrices" or "signals-last") and ``streamed`` override the library's choices
-    for the device, to compare the alternatives on it.
+    for the device (``factor_layout`` and ``stream_residual`` of the public functions), to
+    compare the alternatives on it. OMP and the atom updates are split into tiles as ksvd()
+    splits them.
     """
     gen = torch.Generator().manual_seed(0)
     signals = torch.randn(n_locations, scale.n_signals, scale.n_features, generator=gen).to(device, dtype)
     dictionary = initial_dictionary("dct", n_locations, scale.n_features, scale.n_features, dtype=dtype, device=device)
-    # Split as ksvd() splits: OMP tiles, then groups of locations for the atom updates.
-    tiles = omp_tiles(n_locations, scale.n_signals, scale.n_features, scale.n_nonzero, dtype, None, device)
-    planned, groups = _atom_update_plan(signals, scale.n_features, False, None)
-    streamed = planned if streamed is None else streamed
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     def one_iteration() -> tuple[float, float]:
-        codes = torch.empty(n_locations, scale.n_signals, scale.n_features, dtype=dtype, device=device)
-        sq_error = torch.empty(n_locations, dtype=dtype, device=device)
         _sync(device)
         start = time.perf_counter()
-        with factor_layout(factor):
-            _code_tiles(signals, dictionary, codes, scale.n_nonzero, tiles)
+        codes = batch_omp(dictionary, signals, scale.n_nonzero, factor_layout=factor)
         _sync(device)
         middle = time.perf_counter()
-        _update_groups_of_atoms(signals, dictionary, codes, False, streamed, groups, sq_error)
+        update_atoms(signals, dictionary, codes, stream_residual=streamed)
         _sync(device)
         return middle - start, time.perf_counter() - middle
 

@@ -24,11 +24,10 @@ from torch.utils.data import Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.ksvd_speed import RESULTS, commit, machine  # noqa: E402
 from gpuksvd.data import ImageDataset, Preprocess, list_dataset  # noqa: E402
-from gpuksvd.metrics import evaluate  # noqa: E402
-from gpuksvd.model import PSDL, PSDLConfig  # noqa: E402
-from gpuksvd.model_io import build_extractor  # noqa: E402
-from gpuksvd.pipeline import fit, peak_memory_bytes, predict  # noqa: E402
-from gpuksvd.runs import resolve_device  # noqa: E402
+from gpuksvd.detector import PSDL, PSDLConfig  # noqa: E402
+from gpuksvd.evaluation import evaluate  # noqa: E402
+from gpuksvd.features import build_extractor  # noqa: E402
+from gpuksvd.runs.loops import fit, peak_memory_bytes, predict, resolve_device  # noqa: E402
 
 
 class Repeated(Dataset):
@@ -46,16 +45,17 @@ class Repeated(Dataset):
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="efficientnet_b6")
-    parser.add_argument("--layers", nargs="+", default=["block30"])
-    parser.add_argument("--weights", default="random")
-    parser.add_argument("--n-train", type=int, default=3629)
-    parser.add_argument("--n-test", type=int, default=1725)
-    parser.add_argument("--n-iter", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=8)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--backbone", default="efficientnet_b6", help="backbone config name (default: the paper's best)")
+    parser.add_argument("--layers", nargs="+", default=["block30"], help="layers to read (default: block30)")
+    parser.add_argument("--weights", default="random",
+                        help="backbone weights: random (default; the time does not depend on them), pretrained or a file")
+    parser.add_argument("--n-train", type=int, default=3629, help="training images (default: MVTec AD's 3629)")
+    parser.add_argument("--n-test", type=int, default=1725, help="test images (default: MVTec AD's 1725)")
+    parser.add_argument("--n-iter", type=int, default=20, help="K-SVD iterations (default 20)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    parser.add_argument("--num-workers", type=int, default=8, help="DataLoader workers (default 8)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> str:
                      args.n_train)
     test = Repeated(ImageDataset([r for r in records if r.split == "test"], preprocess, extractor.mean, extractor.std),
                     args.n_test)
-    model = PSDL(extractor, PSDLConfig(n_iter=args.n_iter), (224, 224)).to(device)
+    model = PSDL(extractor, PSDLConfig(n_iter=args.n_iter), preprocess).to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     loader = dict(batch_size=args.batch_size, num_workers=args.num_workers, progress=True)

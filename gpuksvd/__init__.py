@@ -8,29 +8,41 @@ One orientation everywhere:
 - dictionaries ``(P, K, C)``: K atoms per location, atoms as unit-norm rows;
 - codes ``(P, N, K)``: ``signals ≈ codes @ dictionary`` at each location.
 
-The pipeline, module by module: :mod:`~gpuksvd.data` lists and loads images,
-:mod:`~gpuksvd.features` extracts timm activation maps, :mod:`~gpuksvd.dictionaries`,
-:mod:`~gpuksvd.omp` and :mod:`~gpuksvd.ksvd` learn and apply the per-location dictionaries,
-:mod:`~gpuksvd.model` holds the fitted detector and its anomaly maps, :mod:`~gpuksvd.metrics`
-scores them.
+The sub-packages follow the pipeline:
+
+- :mod:`~gpuksvd.sparse` — the engine: Batch-OMP and K-SVD for all locations at once (tensors in,
+  tensors out);
+- :mod:`~gpuksvd.features` — timm backbones and their weights, the feature extractor;
+- :mod:`~gpuksvd.detector` — the PSDL detector: dictionaries and Gaussians per location, anomaly
+  maps, model files;
+- :mod:`~gpuksvd.evaluation` — image and pixel metrics, AUPRO, score normalisation;
+
+and beside them :mod:`~gpuksvd.data` (dataset listings, preprocessing, the generated dataset),
+:mod:`~gpuksvd.runs` (what ``train.py`` / ``evaluate.py`` do) and :mod:`~gpuksvd.sweeps`
+(tables and figures of a multirun folder). The library runs without Hydra; only the entry
+scripts compose configs.
 """
-from .dictionaries import (
+from .sparse import (
+    KSVDResult,
+    LinearDependenceWarning,
+    batch_omp,
     dct2d_dictionary,
     dct_dictionary,
     haar_dictionary,
     initial_dictionary,
+    ksvd,
     random_dictionary,
+    update_atoms,
 )
-from .ksvd import KSVDResult, ksvd
-from .omp import LinearDependenceWarning, batch_omp
 
 __version__ = "0.1.0"
 
 # The detector side pulls in timm and the data stack: import it on first use, so that the
 # sparse-coding engine stays a light import.
 _LAZY = {
-    "PSDL": "model", "PSDLConfig": "model", "FeatureExtractor": "features",
-    "load_model": "model_io", "save_model": "model_io", "train_run": "runs", "evaluate_run": "runs",
+    "PSDL": "detector", "PSDLConfig": "detector", "load_model": "detector", "save_model": "detector",
+    "FeatureExtractor": "features", "Preprocess": "data",
+    "train_run": "runs", "evaluate_run": "runs",
 }
 
 
@@ -45,9 +57,10 @@ def __getattr__(name: str):
 __all__ = [
     "FeatureExtractor",
     "KSVDResult",
+    "LinearDependenceWarning",
     "PSDL",
     "PSDLConfig",
-    "LinearDependenceWarning",
+    "Preprocess",
     "batch_omp",
     "dct2d_dictionary",
     "dct_dictionary",
@@ -59,4 +72,5 @@ __all__ = [
     "random_dictionary",
     "save_model",
     "train_run",
+    "update_atoms",
 ]

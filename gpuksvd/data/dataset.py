@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -12,13 +13,16 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from ._layout import DatasetWarning
+from .layout import DatasetWarning
 from .records import ImageRecord
 from .transforms import Preprocess
 
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 # PIL reports broken files with any of these, depending on the decoder.
 _READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+T = TypeVar("T")
 
 
 class UnreadableImageError(OSError):
@@ -28,6 +32,33 @@ class UnreadableImageError(OSError):
 def _to_uint8(array: np.ndarray) -> np.ndarray:
     """Scale a 16-bit (or wider) integer array to 0..255."""
     return np.clip(np.rint(array.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+
+
+def _read(path: str | Path, what: str, read: Callable[[Image.Image], T]) -> T:
+    """``read(image)`` of the file opened with PIL; any decoding failure becomes an
+    :class:`UnreadableImageError` that names the file (``what``: "image", "mask" …)."""
+    try:
+        with Image.open(path) as image:
+            return read(image)
+    except _READ_ERRORS as exc:
+        raise UnreadableImageError(f"cannot read {what}{' ' if what else ''}{path}: {exc}") from exc
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    if image.mode in _SIXTEEN_BIT_MODES:
+        gray = _to_uint8(np.asarray(image))
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode == "F":
+        gray = np.asarray(image)
+        gray = gray * 255.0 if gray.max() <= 1.0 else gray
+        return np.repeat(np.clip(np.rint(gray), 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    return np.array(image.convert("RGB"))
+
+
+def _grey_array(image: Image.Image) -> np.ndarray:
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("1", "L"):
+        return np.asarray(image)
+    return np.asarray(image.convert("L"))
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -45,18 +76,7 @@ def load_image(path: str | Path) -> np.ndarray:
     UnreadableImageError
         When the file cannot be decoded.
     """
-    try:
-        with Image.open(path) as image:
-            if image.mode in _SIXTEEN_BIT_MODES:
-                gray = _to_uint8(np.asarray(image))
-                return np.repeat(gray[:, :, None], 3, axis=2)
-            if image.mode == "F":
-                gray = np.asarray(image)
-                gray = gray * 255.0 if gray.max() <= 1.0 else gray
-                return np.repeat(np.clip(np.rint(gray), 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
-            return np.array(image.convert("RGB"))
-    except _READ_ERRORS as exc:
-        raise UnreadableImageError(f"cannot read image {path}: {exc}") from exc
+    return _read(path, "image", _rgb_array)
 
 
 def load_mask(path: str | Path) -> np.ndarray:
@@ -75,14 +95,7 @@ def load_mask(path: str | Path) -> np.ndarray:
     UnreadableImageError
         When the file cannot be decoded.
     """
-    try:
-        with Image.open(path) as image:
-            if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("1", "L"):
-                array = np.asarray(image)
-            else:
-                array = np.asarray(image.convert("L"))
-    except _READ_ERRORS as exc:
-        raise UnreadableImageError(f"cannot read mask {path}: {exc}") from exc
+    array = _read(path, "mask", _grey_array)
     top = int(array.max()) if array.size else 0
     if top <= 1:
         return array > 0
@@ -91,13 +104,12 @@ def load_mask(path: str | Path) -> np.ndarray:
 
 def _image_size(path: Path, decode: bool) -> tuple[int, int]:
     """``(height, width)`` from the file header, or after a full decode when ``decode``."""
-    try:
-        with Image.open(path) as image:
-            if decode:
-                image.load()
-            return image.height, image.width
-    except _READ_ERRORS as exc:
-        raise UnreadableImageError(f"cannot read {path}: {exc}") from exc
+    def size(image: Image.Image) -> tuple[int, int]:
+        if decode:
+            image.load()
+        return image.height, image.width
+
+    return _read(path, "", size)
 
 
 class ImageDataset(Dataset):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._layout import IMAGE_SUFFIXES, find_mask, list_images, require_dir, require_images, seeded_test_mask
+from .layout import IMAGE_SUFFIXES, find_mask, list_images, require_dir, require_images, seeded_test_mask
 from .records import ANOMALOUS, NORMAL, ImageRecord
 
 FOLDER_LAYOUT = """\

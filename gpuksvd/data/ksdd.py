@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ._layout import as_path, find_mask, list_images, require_dir, seeded_test_mask
+from .layout import as_path, find_mask, list_images, require_dir, seeded_test_mask
 from .records import ANOMALOUS, NORMAL, ImageRecord
 
 KSDD_CATEGORY = "ksdd"

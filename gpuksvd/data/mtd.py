@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._layout import IMAGE_SUFFIXES, as_path, find_mask, list_images, require_dir, require_images, seeded_test_mask
+from .layout import IMAGE_SUFFIXES, as_path, find_mask, list_images, require_dir, require_images, seeded_test_mask
 from .records import ANOMALOUS, NORMAL, ImageRecord
 
 MTD_CATEGORY = "magnetic_tile"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._layout import as_path, category_folders, find_mask, list_images, require_dir, require_images
+from .layout import as_path, category_folders, find_mask, list_images, require_dir, require_images
 from .records import ANOMALOUS, NORMAL, ImageRecord
 
 MVTEC_TEXTURES = ("carpet", "grid", "leather", "tile", "wood")

@@ -24,6 +24,22 @@ DATASET_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 DATASET_NAMES = tuple(DATASET_OPTIONS)
 
+#: Listing options that are not config keys: the run passes them (``progress``), or the config
+#: names them differently (``seed``: :func:`seed_key`).
+_RUN_OPTIONS = ("progress", "seed")
+
+
+def seed_key(name: str) -> str:
+    """The config key of dataset ``name``'s listing seed: a split seed is not the seed that
+    generates the images."""
+    return "generation_seed" if name == "generated" else "split_seed"
+
+
+def dataset_option_keys(name: str) -> tuple[str, ...]:
+    """The config keys of dataset ``name`` beyond the common schema of ``conf/dataset/*.yaml``."""
+    own = tuple(option for option in DATASET_OPTIONS[name] if option not in _RUN_OPTIONS)
+    return ("generation_seed",) + own if name == "generated" else own
+
 
 def list_dataset(
     name: str, root: str | Path | None, categories: Sequence[str] | str | None = None, **options: Any

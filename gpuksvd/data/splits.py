@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._layout import DatasetWarning
+from .layout import DatasetWarning
 from .dataset import ImageDataset
 from .records import ANOMALOUS
-from .registry import DATASET_OPTIONS, category_groups, list_dataset
+from .registry import DATASET_OPTIONS, category_groups, list_dataset, seed_key
 from .transforms import Preprocess
 
 
@@ -26,6 +26,9 @@ class DataSplits:
         Category groups averaged in reports (``textures``/``objects`` for MVTec AD), may be empty.
     name : str
         Dataset name (``mvtec``, ``btad`` …).
+    preprocess : Preprocess
+        The geometry of the training images (the test images have the same geometry with the
+        test seed): what a model fitted on them is built with.
     """
 
     train: ImageDataset
@@ -33,6 +36,7 @@ class DataSplits:
     categories: list[str]
     groups: dict[str, list[str]]
     name: str
+    preprocess: Preprocess
 
 
 def build_splits(dataset_cfg: Mapping[str, Any], *, mean: Sequence[float], std: Sequence[float]) -> DataSplits:
@@ -103,16 +107,15 @@ def build_splits(dataset_cfg: Mapping[str, Any], *, mean: Sequence[float], std: 
         categories=categories,
         groups=category_groups(name, categories),
         name=name,
+        preprocess=train_preprocess,
     )
 
 
 def _listing_options(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """The listing options of dataset ``name`` found in its config (null values left out)."""
-    # Seeds have their own config names: a split seed is not the seed that generates data.
-    seed_key = "generation_seed" if name == "generated" else "split_seed"
     options = {}
     for option in DATASET_OPTIONS[name]:
-        key = seed_key if option == "seed" else option
+        key = seed_key(name) if option == "seed" else option
         if cfg.get(key) is not None:
             options[option] = cfg[key]
     return options

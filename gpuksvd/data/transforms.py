@@ -14,7 +14,7 @@ rotation and crop whatever the worker order, and the mask gets exactly the image
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -89,6 +89,20 @@ class Preprocess:
     def output_size(self) -> Size:
         """``(height, width)`` of every output image and mask."""
         return self.crop or self.resize
+
+    def describe(self) -> dict:
+        """JSON-able settings (sizes as ``[height, width]`` lists); :meth:`from_description` inverts it."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_description(cls, description: dict) -> Preprocess:
+        """The preprocessing a :meth:`describe` dict records (unknown keys are refused)."""
+        return cls(**description)
+
+    def without_randomness(self) -> Preprocess:
+        """The same geometry with the random steps off (no rotation, centre crop): how new images
+        are scored with a model trained on randomly rotated and cropped ones."""
+        return replace(self, random_rotation=0.0, random_crop=False)
 
     def sample(self, index: int) -> tuple[float, int, int]:
         """The random draws for image ``index``: ``(angle in degrees, crop top, crop left)``.

@@ -1,0 +1,93 @@
+"""The PSDL detector on synthetic features: fitted buffers, progress callback, state dicts,
+planted anomalies, early refusals, and the CPU against CUDA."""
+import math
+
+import pytest
+import torch
+
+from gpuksvd.data import Preprocess
+from gpuksvd.detector import PSDL, PSDLConfig
+from gpuksvd.features import build_extractor
+from tests.support.devices import DEVICES
+
+GEOMETRY = Preprocess(resize=64, crop=None)  # ResNet-18 layer2: 128 channels on an 8x8 map
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return build_extractor("resnet18", ["layer2"], weights="random")
+
+
+def fitted(extractor, n_train=40, n_iter=2, seed=3, **config):
+    model = PSDL(extractor, PSDLConfig(n_atoms=16, n_iter=n_iter, **config), GEOMETRY)
+    gen = torch.Generator().manual_seed(seed)
+    events = []
+    categories = ["a"] * (n_train // 2) + ["b"] * (n_train - n_train // 2)
+    model.fit_features([torch.randn(n_train, 128, 8, 8, generator=gen)], categories,
+                       callback=lambda *event: events.append(event))
+    return model, events
+
+
+def test_fit_fills_the_buffers_and_reports_each_iteration(extractor):
+    model, events = fitted(extractor)
+    location_model = model.sets[0]
+    assert location_model.dictionaries_.shape == (64, 16, 128)
+    assert torch.allclose(location_model.dictionaries_.norm(dim=-1), torch.ones(64, 16), atol=1e-5)
+    assert location_model.train_error_.shape == (3, 64)
+    assert bool((location_model.train_error_[-1] < location_model.train_error_[0]).all())
+    assert model.train_scores_.shape == (40,) and bool(torch.isfinite(model.train_scores_).all())
+    assert model.train_categories == ["a"] * 20 + ["b"] * 20
+    assert [(name, iteration) for name, iteration, _ in events] == [("layer2", 0), ("layer2", 1), ("layer2", 2)]
+    assert math.isnan(events[0][2]) and all(0 < error < 1 for _, iteration, error in events if iteration)
+
+
+def test_state_dict_restores_the_model_including_the_training_scores(extractor):
+    model, _ = fitted(extractor)
+    restored = PSDL(extractor, PSDLConfig(n_atoms=16, n_iter=2), GEOMETRY)
+    assert restored.train_scores_.shape == (0,)
+    restored.load_state_dict(model.state_dict())
+    assert torch.equal(restored.train_scores_, model.train_scores_)
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(restored.anomaly_maps(images), model.anomaly_maps(images))
+
+
+def test_a_planted_anomaly_scores_higher_where_it_is():
+    # Features are the backbone's output, so plant the anomaly in feature space: the normal
+    # signals live in a 4-dimensional subspace per location, the anomaly leaves it at one cell.
+    extractor = build_extractor("resnet18", ["layer2"], weights="random")
+    model = PSDL(extractor, PSDLConfig(n_atoms=16, n_iter=3, sigma=0.0), GEOMETRY)
+    gen = torch.Generator().manual_seed(5)
+    basis = torch.linalg.qr(torch.randn(128, 4, generator=gen, dtype=torch.float64))[0].float()
+    train = torch.einsum("ck,nkhw->nchw", basis, torch.randn(60, 4, 8, 8, generator=gen))
+    model.fit_features([train])
+    test = torch.einsum("ck,nkhw->nchw", basis, torch.randn(2, 4, 8, 8, generator=gen))
+    test[1, :, 3, 5] += 3 * torch.randn(128, generator=gen)
+    signals = test.flatten(2).permute(2, 0, 1).contiguous()  # (P, 2, C)
+    scores, _ = model.sets[0].location_scores(signals, model.n_nonzero(0))  # (P, 2)
+    anomalous_cell = 3 * 8 + 5
+    assert int(scores[:, 1].argmax()) == anomalous_cell
+    assert float(scores[anomalous_cell, 1]) > 3 * float(scores[:, 0].max())
+
+
+def test_impossible_settings_fail_when_the_model_is_built(extractor):
+    # PSDL is built before any feature is extracted, so these fail in seconds, not after a fit.
+    for config, message in ((dict(init="haar", n_atoms=200), "init=haar gives at most 128"),
+                            (dict(init="dct2d"), "init=dct2d needs square")):
+        with pytest.raises(ValueError, match=message):
+            PSDL(extractor, PSDLConfig(**config), GEOMETRY)
+    with pytest.raises(TypeError, match="preprocess must be a gpuksvd.data.Preprocess"):
+        PSDL(extractor, PSDLConfig(), (64, 64))
+    model = PSDL(extractor, PSDLConfig(n_atoms=16), GEOMETRY)
+    with pytest.raises(ValueError, match="need at least 16 training images.*got 10"):
+        model.check_training_size(10)
+    with pytest.raises(ValueError, match=r"images are \(32, 32\) but the model was built for \(64, 64\)"):
+        model.anomaly_maps(torch.randn(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_detector_scores_agree_between_cpu_and_each_device(extractor, device):
+    model, _ = fitted(extractor)
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    cpu_maps = model.anomaly_maps(images)
+    other_maps = model.to(device).anomaly_maps(images.to(device)).cpu()
+    assert torch.allclose(other_maps, cpu_maps, rtol=1e-3, atol=1e-3)

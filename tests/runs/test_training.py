@@ -1,0 +1,182 @@
+"""train_run end to end (and train.py from the command line) on miniature datasets in every
+published layout, with a random-weight backbone."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gpuksvd.detector import load_model, read_description
+from gpuksvd.runs import train_run
+from tests.support.configs import ROOT, composed
+from tests.support.data_trees import make_btad_tree, make_folder_tree, make_ksdd_tree, make_mtd_tree, make_mvtec_tree
+from tests.support.runs import TINY
+
+pytestmark = pytest.mark.slow
+
+
+
+def test_train_writes_the_run_folder(trained):
+    run_dir, _, result = trained
+    written = json.loads((run_dir / "metrics.json").read_text())
+    assert written["metrics"] == result["metrics"]
+    assert set(written["metrics"]["per_category"]) == {"bottle", "grid"}
+    assert {"textures", "objects"} <= set(written["metrics"]["groups"])
+    assert written["n_train"] == 24 and written["n_test"] == 2 * (3 + 2 * 2)
+    assert written["times"]["ksvd_per_iter_s"] > 0 and written["peak_memory_bytes"] > 0
+    assert (run_dir / "model.safetensors").is_file() and (run_dir / "metrics.md").is_file()
+    assert len(list((run_dir / "overlays").glob("*.png"))) == 2
+    assert (run_dir / "train_error_layer2.png").is_file()
+    assert 0.0 <= written["main_metric"] <= 1.0
+    curves = written["train_error"]["layer2"]
+    assert len(curves) == 3 and len(curves[0]) == 64 and curves[-1][0] < curves[0][0]  # 2 iterations, 8x8
+
+
+def test_patch_errors_split_normal_and_anomalous_cells(trained):
+    import numpy as np
+
+    run_dir, _, result = trained
+    with np.load(run_dir / "patch_errors.npz") as data:
+        errors, anomalous, labels = data["errors_0"], data["anomalous_0"], data["labels"]
+    assert errors.shape == (result["n_test"], 8, 8) and anomalous.shape == errors.shape
+    assert not anomalous[labels == 0].any() and anomalous[labels == 1].any()
+    assert (errors >= 0).all()
+
+
+def test_model_file_round_trip_and_backbone_check(trained):
+    run_dir, _, _ = trained
+    path = run_dir / "model.safetensors"
+    description = read_description(path)
+    assert description["extractor"]["backbone"] == "resnet18" and description["config"]["n_atoms"] == 16
+    model = load_model(path, backbone="resnet18", layers=["layer2"])
+    assert model.sets[0].dictionaries_.shape == (64, 16, 128)  # 8x8 locations, 16 atoms, 128 channels
+    assert torch.allclose(model.sets[0].dictionaries_.norm(dim=-1), torch.ones(64, 16), atol=1e-5)
+    with pytest.raises(ValueError, match="trained with backbone 'resnet18'.*not 'efficientnet_lite0'"):
+        load_model(path, backbone="efficientnet_lite0")
+    with pytest.raises(ValueError, match=r"trained on layers \['layer2'\]"):
+        load_model(path, backbone="resnet18", layers=["layer3"])
+    with pytest.raises(ValueError, match="backbone.fusion=concat, not separate"):
+        load_model(path, backbone="resnet18", fusion="separate")
+
+
+def test_separate_and_concat_fusion_both_run(mvtec_root, tmp_path):
+    for fusion, n_sets in (("separate", 2), ("concat", 1)):
+        cfg = composed(TINY + [f"dataset.root={mvtec_root}", "backbone.layers=[layer1,layer2]",
+                               f"backbone.fusion={fusion}", "n_overlays=0"])
+        result = train_run(cfg, tmp_path / fusion)
+        assert len(result["feature_shapes"]) == n_sets
+        assert result["main_metric"] is not None
+
+
+def test_fewer_images_than_atoms_says_how_many(mvtec_root, tmp_path):
+    cfg = composed(TINY + [f"dataset.root={mvtec_root}", "ksvd.n_atoms=64"])
+    with pytest.raises(ValueError, match="need at least 64 training images.*got 24"):
+        train_run(cfg, tmp_path)
+
+
+def test_missing_dataset_folder_shows_layout(tmp_path):
+    cfg = composed(TINY + [f"dataset.root={tmp_path / 'nowhere'}"])
+    with pytest.raises((FileNotFoundError, ValueError), match="nowhere"):
+        train_run(cfg, tmp_path / "run")
+
+
+def test_skip_existing_does_not_redo_a_finished_run(trained):
+    run_dir, cfg, result = trained
+    again = train_run({**cfg, "skip_existing": True}, run_dir)
+    assert again == json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_scripts_run_from_the_command_line(mvtec_root, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run_dir = tmp_path / "cli"
+    train = subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, f"dataset.root={mvtec_root}",
+                            f"hydra.run.dir={run_dir}"], capture_output=True, text=True, env=env, timeout=600)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert (run_dir / "metrics.json").is_file()
+    folder = mvtec_root / "bottle" / "test" / "crack"
+    # Relative paths resolve where the command is typed; the folder is preprocessed with the
+    # geometry recorded in the model file (64x64), not the default dataset's 256/224.
+    score = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "model=cli/model.safetensors",
+                            f"images={folder}", "num_workers=0", "progress=false", "device=cpu",
+                            "hydra.run.dir=scored"],
+                           capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert score.returncode == 0, score.stderr[-3000:]
+    rows = (tmp_path / "scored" / "scores.csv").read_text().strip().splitlines()
+    assert rows[0] == "path,score" and len(rows) == 1 + 2
+    assert len(list((tmp_path / "scored" / "heatmaps").glob("*.png"))) == 2
+    wrong = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"model={run_dir / 'model.safetensors'}",
+                            "backbone=efficientnet_lite0", "progress=false", "device=cpu",
+                            f"hydra.run.dir={tmp_path / 'wrong'}"], capture_output=True, text=True, env=env, timeout=600)
+    assert wrong.returncode != 0 and "trained with backbone 'resnet18'" in wrong.stderr
+
+
+def test_empty_test_split_fails_before_fitting(tmp_path, monkeypatch):
+    from tests.support.data_trees import make_folder_tree
+
+    import gpuksvd.runs.training as runs_module
+
+    root = make_folder_tree(tmp_path / "parts", n_train=20, n_test_normal=0, n_test_anomalous=0, size=64)
+    cfg = composed(TINY[:3] + TINY[6:] + ["dataset=folder", f"dataset.train_dir={root / 'train'}",
+                                          "dataset.resize=64", "dataset.crop=64"])
+    monkeypatch.setattr(runs_module, "fit", lambda *a, **k: pytest.fail("fitted before checking the test split"))
+    with pytest.raises(ValueError, match="no test image"):
+        train_run(cfg, tmp_path / "run")
+
+
+def test_top_level_seed_reaches_random_init():
+    assert composed(["ksvd=random", "seed=1"])["ksvd"]["seed"] == 1
+    assert composed(["ksvd=random"])["ksvd"]["seed"] == 0
+
+
+# ----------------------------------------------------------- one tiny run per dataset option
+
+FAST = ["backbone=resnet18", "backbone.weights=random", "backbone.layers=[layer2]", "ksvd.n_atoms=8",
+        "ksvd.n_iter=1", "num_workers=0", "progress=false", "n_overlays=0", "device=cpu"]
+
+
+def run(tmp_path, overrides):
+    result = train_run(composed(FAST + overrides), tmp_path / "run")
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    return result
+
+
+def test_rd_mvtec(tmp_path):
+    root = make_mvtec_tree(tmp_path / "mvtec", categories=("bottle",), n_train=10, size=80)
+    result = run(tmp_path, ["dataset=rd_mvtec", f"dataset.root={root}", "dataset.resize=80", "dataset.crop=64",
+                            "dataset.train_seed=1", "dataset.test_seed=2"])
+    assert result["image_size"] == [64, 64] and result["config"]["dataset"]["random_rotation"] == 10
+
+
+def test_btad(tmp_path):
+    root = make_btad_tree(tmp_path / "btad", products=("01", "02"), n_train=6, size=64)
+    result = run(tmp_path, ["dataset=btad", f"dataset.root={root}", "dataset.resize=64"])
+    assert set(result["metrics"]["per_category"]) == {"01", "02"} and result["image_size"] == [64, 64]
+    assert result["metrics"]["per_category"]["01"]["image_ap"] is not None
+
+
+def test_mtd(tmp_path):
+    root = make_mtd_tree(tmp_path / "mtd", n_free=20)
+    result = run(tmp_path, ["dataset=mtd", f"dataset.root={root}", "dataset.resize=64"])
+    assert result["n_train"] == 16  # 80 % of MT_Free
+
+
+def test_ksdd(tmp_path):
+    root = make_ksdd_tree(tmp_path / "ksdd", n_folders=8, n_parts=4, shape=(96, 48))
+    result = run(tmp_path, ["dataset=ksdd", f"dataset.root={root}", "dataset.pre_crop=[80,40]",
+                            "dataset.resize=[64,32]"])
+    assert result["image_size"] == [64, 32] and result["n_train"] >= 8
+
+
+def test_folder(tmp_path):
+    root = make_folder_tree(tmp_path / "parts", n_train=10, size=64)
+    with pytest.warns(UserWarning) as caught:
+        result = run(tmp_path, ["dataset=folder", f"dataset.train_dir={root / 'train'}",
+                                f"dataset.test_normal_dir={root / 'test_normal'}",
+                                f"dataset.test_anomalous_dir={root / 'test_anomalous'}",
+                                f"dataset.mask_dir={root / 'masks'}", "dataset.resize=64", "dataset.crop=64"])
+    about_masks = [str(w.message) for w in caught if "mask" in str(w.message)]
+    assert len(about_masks) == 1 and "1 of 3 anomalous test images have no mask" in about_masks[0]
+    assert result["n_test"] == 5
+    assert result["metrics"]["per_category"]["folder"]["pixel_auroc"] is not None  # from the masked images

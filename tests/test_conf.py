@@ -1,0 +1,144 @@
+"""The config tree under conf/: every option composes, the composed values reach the library's
+objects, and every paper preset composes with every value of its sweep."""
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from gpuksvd.data import DATASET_NAMES, MVTEC_OBJECTS, MVTEC_TEXTURES
+from gpuksvd.detector import PSDLConfig
+from gpuksvd.features import BACKBONES
+from gpuksvd.runs import SWEEP_DIRNAME_EXCLUDED, train_config
+from tests.support.configs import (
+    composed,
+    composed_with_hydra,
+    experiment_override,
+    options,
+    sweep_values,
+)
+
+PRESETS = options("experiment")
+LITE = ["backbone=efficientnet_lite0", "dataset=generated"]
+
+
+def compose_dict(overrides, config_name="config"):
+    return composed(overrides, config_name)
+
+
+def lookup(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def test_defaults_are_the_offline_ones():
+    cfg = compose_dict([])
+    assert cfg["backbone"]["name"] == "efficientnet_lite0" and cfg["dataset"]["name"] == "generated"
+    assert cfg["ksvd"]["n_iter"] == 20 and cfg["ksvd"]["sparsity"] == 0.25 and cfg["ksvd"]["init"] == "dct"
+
+
+@pytest.mark.parametrize("name", options("backbone"))
+def test_every_backbone_option_composes(name):
+    cfg = compose_dict([f"backbone={name}"])["backbone"]
+    assert cfg["name"] == name and name in BACKBONES
+    assert cfg["layers"] and cfg["fusion"] in ("concat", "separate")
+
+
+@pytest.mark.parametrize("name", options("dataset"))
+def test_every_dataset_option_composes(name):
+    cfg = compose_dict([f"dataset={name}"])["dataset"]
+    assert cfg["name"] in DATASET_NAMES
+
+
+@pytest.mark.parametrize("name", options("ksvd"))
+def test_every_ksvd_option_builds_a_config(name):
+    cfg = compose_dict([f"ksvd={name}"])["ksvd"]
+    PSDLConfig(**cfg)  # every key is a PSDLConfig field with a valid value
+    train_config(compose_dict([f"ksvd={name}"]))  # and the whole run config is well typed
+
+
+def test_group_folders_match_the_library():
+    assert set(options("backbone")) == set(BACKBONES)
+    assert {compose_dict([f"dataset={name}"])["dataset"]["name"] for name in options("dataset")} <= set(DATASET_NAMES)
+
+
+def test_evaluate_config_composes_with_and_without_backbone():
+    cfg = compose_dict(["model=x.safetensors"], "evaluate")
+    assert cfg.get("backbone") is None and cfg["dataset"]["name"] == "generated"
+    cfg = compose_dict(["model=x.safetensors", "backbone=resnet18"], "evaluate")
+    assert cfg["backbone"]["name"] == "resnet18"
+
+
+# -------------------------------------------------------------------------- the paper's presets
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("extra", [[], LITE], ids=["paper", "lite"])
+def test_every_preset_composes_with_every_sweep_value(name, extra):
+    hydra, cfg = composed_with_hydra([experiment_override(name), *extra])
+    assert hydra.sweep.dir == f"multirun/{name}/{cfg['dataset']['name']}"
+    assert OmegaConf.to_container(hydra.sweep)["subdir"] == "${hydra:job.override_dirname}"
+    assert {"experiment", "dataset.root", "device"} <= set(hydra.job.config.override_dirname.exclude_keys)
+    assert list(hydra.job.config.override_dirname.exclude_keys) == list(SWEEP_DIRNAME_EXCLUDED)
+    params = sweep_values(hydra.sweeper.params)
+    assert params and all(values for values in params.values())
+    if extra:
+        assert cfg["backbone"]["name"] == "efficientnet_lite0" and cfg["dataset"]["name"] == "generated"
+    else:
+        assert cfg["dataset"]["name"] in {"mvtec", "rd_mvtec", "btad", "mtd", "ksdd"}
+    for key, values in params.items():
+        # Paper: the first four values and the last (one_class has 16 alike); lite: the first.
+        for value in (values[:4] + values[4:][-1:]) if not extra else values[:1]:
+            _, job = composed_with_hydra([experiment_override(name), *extra, f"{key}={value}"])
+            PSDLConfig(**job["ksvd"])
+            train_config(job)
+            assert job["backbone"]["layers"] and job["backbone"]["fusion"] in ("concat", "separate")
+            if key in ("backbone", "ksvd"):  # a config group: its option was picked
+                assert job[key].get("name", value) == value
+            else:
+                assert lookup(job, key) == yaml.safe_load(value), (key, value)
+
+
+def test_a1_sweeps_fixed_dct_against_three_initialisations_without_a_cross_product():
+    hydra, _ = composed_with_hydra([experiment_override("a1_dictionary")])
+    assert sweep_values(hydra.sweeper.params) == {"ksvd": ["fixed_dct", "dct", "haar", "random"]}
+    settings = {option: composed_with_hydra([experiment_override("a1_dictionary"), f"ksvd={option}"])[1]["ksvd"]
+                for option in ("fixed_dct", "dct", "haar", "random")}
+    assert {option: (s["n_iter"], s["init"]) for option, s in settings.items()} == {
+        "fixed_dct": (0, "dct"), "dct": (20, "dct"), "haar": (20, "haar"), "random": (20, "random")}
+
+
+def test_layer_sets_pick_layers_and_fusion_and_follow_layer_names():
+    expected = {"layer1": (["layer1"], "concat"), "layer4": (["layer4"], "concat"),
+                "concat123": (["layer1", "layer2", "layer3"], "concat"),
+                "separate123": (["layer1", "layer2", "layer3"], "separate")}
+    for layer_set, (layers, fusion) in expected.items():
+        _, cfg = composed_with_hydra([experiment_override("t1_layers"), f"preset.layer_set={layer_set}"])
+        assert (cfg["backbone"]["layers"], cfg["backbone"]["fusion"]) == (layers, fusion)
+    _, cfg = composed_with_hydra([experiment_override("t1_layers"), *LITE, "preset.layer_names=[block2,block4,block10,block15]",
+                       "preset.layer_set=separate123"])
+    assert cfg["backbone"]["layers"] == ["block2", "block4", "block10"] and cfg["backbone"]["fusion"] == "separate"
+
+
+def test_presets_match_the_paper_setups():
+    def sweep(name):
+        return sweep_values(composed_with_hydra([experiment_override(name)])[0].sweeper.params)
+
+    assert sweep("a2_iterations") == {"ksvd.n_iter": ["10", "20", "50"]}
+    assert sweep("a3_sparsity") == {"ksvd.sparsity": ["0.25", "0.5", "0.75"]}
+    assert composed_with_hydra([experiment_override("a3_sparsity")])[1]["save_patch_errors"] is True
+    assert sweep("t2_architectures")["backbone"] == ["resnet18", "wide_resnet50_2", "efficientnet_b5",
+                                                     "efficientnet_b6", "efficientnet_b7"]
+    assert sweep("t3_best_mvtec") == {"backbone.layers": ["[block15]", "[block22]", "[block30]"]}
+    seeds = ["0", "1", "2", "3"]
+    assert sweep("t4_rd_mvtec") == {"dataset.train_seed": seeds, "dataset.test_seed": seeds}
+    assert composed_with_hydra([experiment_override("t4_rd_mvtec")])[1]["report"]["average"] == ["dataset.train_seed",
+                                                                                      "dataset.test_seed"]
+    assert "image_ap" in composed_with_hydra([experiment_override("t5_btad")])[1]["report"]["metrics"]
+    assert sweep("t6_mtd") == {"backbone": ["efficientnet_b6", "efficientnet_b7"]}
+    one_class = sweep("one_class")["dataset.categories"]
+    assert sorted(one_class[:-1]) == sorted(f"[{name}]" for name in (*MVTEC_TEXTURES, *MVTEC_OBJECTS))
+    assert one_class[-1] == "null"
+
+
+def test_top_level_seed_reaches_random_init():
+    assert compose_dict(["ksvd=random", "seed=1"])["ksvd"]["seed"] == 1
+    assert compose_dict(["ksvd=random"])["ksvd"]["seed"] == 0
