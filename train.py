@@ -4,9 +4,10 @@
     python train.py backbone=efficientnet_b6 dataset=mvtec dataset.root=/data/mvtec_anomaly_detection
     python train.py -m ksvd.n_iter=10,20,50           # a sweep; see conf/experiment/ for the paper's
 
-Returns the mean image AUROC so that Hydra sweepers can optimise it.
+A mistake in the input (a config value, a missing folder, an unreadable image) prints one
+message; the traceback is in the run folder's train.log (debug=true prints it). Returns the
+mean image AUROC so that Hydra sweepers can optimise it.
 """
-import logging
 import math
 
 import hydra
@@ -14,27 +15,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-import gpuksvd.runs.hydra_support  # noqa: F401  (registers the resolvers conf/ uses)
-from gpuksvd.files import write_json
-from gpuksvd.runs import FAILED_FILE, train_config, train_run
-
-log = logging.getLogger("gpuksvd")
+from gpuksvd.runs import train_config, train_run
+from gpuksvd.runs.hydra_support import run_and_report
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    run_dir = HydraConfig.get().runtime.output_dir
-    try:
-        result = train_run(train_config(resolved), run_dir)
-    except Exception as error:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            raise
-        # In a sweep one failed job must not stop the others: record why, go on.
-        log.exception("run failed: %s", error)
-        write_json({"error": f"{type(error).__name__}: {error}", "config": resolved}, f"{run_dir}/{FAILED_FILE}")
+    hydra_config = HydraConfig.get()
+    result = run_and_report(lambda: train_run(train_config(resolved), hydra_config.runtime.output_dir),
+                            run_dir=hydra_config.runtime.output_dir, resolved=resolved,
+                            log_name=f"{hydra_config.job.name}.log", multirun=hydra_config.mode == RunMode.MULTIRUN,
+                            debug=bool(resolved.get("debug")))
+    if not isinstance(result, dict) or result.get("main_metric") is None:
         return math.nan
-    return result["main_metric"] if result["main_metric"] is not None else math.nan
+    return result["main_metric"]
 
 
 if __name__ == "__main__":

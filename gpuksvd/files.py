@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import Any
 
 
+def cache_dir() -> Path:
+    """gpuksvd's cache folder: ``$GPUKSVD_CACHE``, else ``~/.cache/gpuksvd`` (generated data,
+    cached training features, verified image listings)."""
+    return Path(os.environ.get("GPUKSVD_CACHE") or Path.home() / ".cache" / "gpuksvd")
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Create ``path`` atomically: ``write(temporary_path)`` fills a sibling, which is then
     renamed to ``path``. On any error (or Ctrl-C) the sibling is removed and ``path`` is left

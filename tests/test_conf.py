@@ -63,7 +63,8 @@ def test_group_folders_match_the_library():
 
 def test_evaluate_config_composes_with_and_without_backbone():
     cfg = compose_dict(["model=x.safetensors"], "evaluate")
-    assert cfg.get("backbone") is None and cfg["dataset"]["name"] == "generated"
+    assert cfg.get("backbone") is None and "dataset" not in cfg  # by default, the model's own dataset
+    assert compose_dict(["model=x.safetensors", "dataset=mvtec"], "evaluate")["dataset"]["name"] == "mvtec"
     cfg = compose_dict(["model=x.safetensors", "backbone=resnet18"], "evaluate")
     assert cfg["backbone"]["name"] == "resnet18"
 
@@ -75,7 +76,7 @@ def test_evaluate_config_composes_with_and_without_backbone():
 def test_every_preset_composes_with_every_sweep_value(name, extra):
     hydra, cfg = composed_with_hydra([experiment_override(name), *extra])
     assert hydra.sweep.dir == f"multirun/{name}/{cfg['dataset']['name']}"
-    assert OmegaConf.to_container(hydra.sweep)["subdir"] == "${hydra:job.override_dirname}"
+    assert OmegaConf.to_container(hydra.sweep)["subdir"] == "${gpuksvd.job_dirname:${hydra:overrides.task}}"
     assert {"experiment", "dataset.root", "device"} <= set(hydra.job.config.override_dirname.exclude_keys)
     assert list(hydra.job.config.override_dirname.exclude_keys) == list(SWEEP_DIRNAME_EXCLUDED)
     params = sweep_values(hydra.sweeper.params)
@@ -142,3 +143,16 @@ def test_presets_match_the_paper_setups():
 def test_top_level_seed_reaches_random_init():
     assert compose_dict(["ksvd=random", "seed=1"])["ksvd"]["seed"] == 1
     assert compose_dict(["ksvd=random"])["ksvd"]["seed"] == 0
+
+
+def test_help_lists_the_presets_only():
+    import subprocess
+    import sys
+
+    from tests.support.configs import ROOT
+
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "experiment: " in done.stdout
+    presets = done.stdout.split("experiment: ")[1].splitlines()[0]
+    assert "_base" not in presets and "a1_dictionary" in presets

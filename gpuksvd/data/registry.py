@@ -122,8 +122,13 @@ def _only(records: list[ImageRecord], categories: Sequence[str] | str | None, na
 
 def _list_generated(root, categories, *, seed: int = 0, progress: bool = True) -> list[ImageRecord]:
     # Imported here so that listing real datasets never needs the generator's dependencies.
-    from .generated import ensure_generated
+    from .generated import GENERATED_CATEGORIES, ensure_generated
 
+    wanted = [categories] if isinstance(categories, str) else list(categories or [])
+    unknown = [name for name in wanted if name not in GENERATED_CATEGORIES]
+    if unknown:
+        raise ValueError(f"the generated dataset has no category {', '.join(map(repr, unknown))}; it has: "
+                         f"{', '.join(GENERATED_CATEGORIES)}")
     return list_mvtec(ensure_generated(root, seed=seed, progress=progress), categories)
 
 

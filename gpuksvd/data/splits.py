@@ -39,7 +39,8 @@ class DataSplits:
     preprocess: Preprocess
 
 
-def build_splits(dataset_cfg: Mapping[str, Any], *, mean: Sequence[float], std: Sequence[float]) -> DataSplits:
+def build_splits(dataset_cfg: Mapping[str, Any], *, mean: Sequence[float], std: Sequence[float],
+                 workers: int | None = None) -> DataSplits:
     """List a dataset and wrap its train and test records in preprocessed datasets.
 
     Parameters
@@ -54,6 +55,8 @@ def build_splits(dataset_cfg: Mapping[str, Any], *, mean: Sequence[float], std: 
         ``split_ratio``, ``category`` (folder). Missing keys take the listing's defaults.
     mean, std : sequence of 3 floats
         The backbone's input normalisation.
+    workers : int, optional
+        Threads that decode every image once to verify it (:func:`~gpuksvd.data.dataset.verify_files`).
 
     Returns
     -------
@@ -102,8 +105,8 @@ def build_splits(dataset_cfg: Mapping[str, Any], *, mean: Sequence[float], std: 
     train_preprocess = Preprocess(**geometry, seed=int(cfg.get("train_seed", 0)))
     test_preprocess = Preprocess(**geometry, seed=int(cfg.get("test_seed", 0)))
     return DataSplits(
-        train=ImageDataset(train, train_preprocess, mean, std, skip_unreadable=skip),
-        test=ImageDataset(test, test_preprocess, mean, std, skip_unreadable=skip),
+        train=ImageDataset(train, train_preprocess, mean, std, skip_unreadable=skip, workers=workers),
+        test=ImageDataset(test, test_preprocess, mean, std, skip_unreadable=skip, workers=workers),
         categories=categories,
         groups=category_groups(name, categories),
         name=name,

@@ -97,6 +97,15 @@ class PSDL(nn.Module):
     -------
     train_scores_ : (N,) image scores of the training images (fresh OMP codes), for the
         leak-free per-category normalisation; ``train_categories`` names their categories.
+    thresholds_ : (n,) decision threshold of each category of ``threshold_categories`` on the
+        image score (anomalous: score ≥ threshold), set by :meth:`set_thresholds`;
+        ``threshold_rule`` records how they were computed.
+
+    Attributes
+    ----------
+    provenance : dict
+        What the model was trained on (dataset settings, the listing's fingerprint …), set by
+        whoever fits it and saved with it, so that it can be evaluated on its own data.
     """
 
     def __init__(self, extractor: nn.Module, config: PSDLConfig, preprocess: Preprocess) -> None:
@@ -116,6 +125,10 @@ class PSDL(nn.Module):
         )
         self.register_buffer("train_scores_", torch.zeros(0))
         self.train_categories: list[str] = []
+        self.register_buffer("thresholds_", torch.zeros(0, dtype=torch.float64))
+        self.threshold_categories: list[str] = []
+        self.threshold_rule: dict = {}
+        self.provenance: dict = {}
 
     @property
     def device(self) -> torch.device:
@@ -178,11 +191,33 @@ class PSDL(nn.Module):
                   for i in range(0, location_scores[0].shape[0], batch)]
         return torch.cat(scores) if scores else torch.zeros(0, device=self.device)
 
+    def set_thresholds(self, thresholds: dict[str, float], rule: dict) -> None:
+        """Per-category decision thresholds on the image score, and how they were computed
+        (``rule``, e.g. ``{"method": "quantile", "quantile": 0.99}``)."""
+        self.thresholds_ = torch.tensor(list(thresholds.values()), dtype=torch.float64, device=self.device)
+        self.threshold_categories = list(thresholds)
+        self.threshold_rule = dict(rule)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Category → decision threshold (empty until :meth:`set_thresholds`)."""
+        return dict(zip(self.threshold_categories, self.thresholds_.tolist()))
+
+    def training_score_range(self) -> dict[str, tuple[float, float]]:
+        """Category → (lowest, highest) training image score."""
+        scores = self.train_scores_.detach().double().cpu()
+        ranges = {}
+        for category in dict.fromkeys(self.train_categories):
+            values = scores[[i for i, name in enumerate(self.train_categories) if name == category]]
+            ranges[category] = (float(values.min()), float(values.max()))
+        return ranges
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # The number of training scores is known only from the state being loaded.
-        stored = state_dict.get(prefix + "train_scores_")
-        if stored is not None:
-            self.train_scores_ = torch.empty_like(stored, device=self.train_scores_.device)
+        # The number of training scores and thresholds is known only from the state being loaded.
+        for name in ("train_scores_", "thresholds_"):
+            stored = state_dict.get(prefix + name)
+            if stored is not None:
+                setattr(self, name, torch.empty_like(stored, device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
@@ -211,4 +246,7 @@ class PSDL(nn.Module):
             "image_size": list(self.image_size),
             "preprocess": self.preprocess.describe(),
             "train_categories": list(self.train_categories),
+            "threshold_categories": list(self.threshold_categories),
+            "threshold_rule": dict(self.threshold_rule),
+            "provenance": dict(self.provenance),
         }

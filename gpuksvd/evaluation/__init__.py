@@ -3,7 +3,8 @@
 :mod:`.metrics` computes image AUROC / AP and pixel AUROC per category and over groups of
 categories (:class:`MetricsReport`), :mod:`.aupro` the per-region overlap and the score
 histograms both pixel metrics share, :mod:`.normalization` the per-category score
-normalisation (``none`` | ``minmax`` | ``train``).
+normalisation (``none`` | ``minmax`` | ``train``), :mod:`.thresholds` the per-category decision
+thresholds (a training-score quantile, or F1-optimal on labelled validation images).
 """
 from .aupro import aupro
 from .metrics import (
@@ -14,14 +15,24 @@ from .metrics import (
     evaluate,
     image_ap,
     image_auroc,
+    image_f1,
     nanmean,
     percent,
     pixel_auroc,
 )
 from .normalization import NORMALIZATIONS, check_normalization, normalize_scores
+from .thresholds import (
+    THRESHOLD_METHODS,
+    decide,
+    f1_optimal_threshold,
+    normalize_to_threshold,
+    per_image,
+    quantile_thresholds,
+)
 
 __all__ = [
-    "METRIC_NAMES", "METRIC_TITLES", "MetricsReport", "MissingMaskWarning", "NORMALIZATIONS", "aupro",
-    "check_normalization", "evaluate", "image_ap", "image_auroc", "nanmean", "normalize_scores", "percent",
-    "pixel_auroc",
+    "METRIC_NAMES", "METRIC_TITLES", "MetricsReport", "MissingMaskWarning", "NORMALIZATIONS", "THRESHOLD_METHODS",
+    "aupro", "check_normalization", "decide", "evaluate", "f1_optimal_threshold", "image_ap", "image_auroc",
+    "image_f1", "nanmean", "normalize_scores", "normalize_to_threshold", "per_image", "percent", "pixel_auroc",
+    "quantile_thresholds",
 ]

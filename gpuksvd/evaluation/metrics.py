@@ -47,8 +47,8 @@ from .aupro import (
 )
 
 #: Metric names, in table order.
-METRIC_NAMES = ("image_auroc", "image_ap", "pixel_auroc", "aupro")
-METRIC_TITLES = {"image_auroc": "Image AUROC", "image_ap": "Image AP",
+METRIC_NAMES = ("image_auroc", "image_ap", "image_f1", "pixel_auroc", "aupro")
+METRIC_TITLES = {"image_auroc": "Image AUROC", "image_ap": "Image AP", "image_f1": "Image F1",
                  "pixel_auroc": "Pixel AUROC", "aupro": "AUPRO"}
 
 
@@ -98,6 +98,32 @@ def image_ap(scores: Tensor, labels: Tensor) -> float:
     if _single_class(labels):
         return math.nan
     return float(binary_average_precision(_unit_interval(scores), labels, validate_args=False))
+
+
+def image_f1(scores: Tensor, labels: Tensor, thresholds: Tensor) -> float:
+    """F1 of the decisions ``score ≥ threshold`` (one threshold per image, its category's).
+
+    Parameters
+    ----------
+    scores, labels : Tensor of shape (M,)
+    thresholds : Tensor of shape (M,), float64
+        NaN where an image's category has no threshold.
+
+    Returns
+    -------
+    float
+        ``2 TP / (2 TP + FP + FN)``; NaN when a threshold is missing or only one class is present.
+    """
+    scores, labels = _check_image_inputs(scores, labels)
+    thresholds = torch.as_tensor(thresholds, dtype=torch.float64).cpu()
+    if thresholds.shape != scores.shape:
+        raise ValueError(f"thresholds must hold one value per score ({len(scores)}), got {tuple(thresholds.shape)}")
+    labels = labels.cpu().bool()
+    if bool(torch.isnan(thresholds).any()) or _single_class(labels.long()):
+        return math.nan
+    flagged = scores.detach().double().cpu() >= thresholds
+    true_positive = int((flagged & labels).sum())
+    return 2 * true_positive / (int(flagged.sum()) + int(labels.sum()))
 
 
 def pixel_auroc(maps: Tensor, masks: Tensor, *,
@@ -187,12 +213,15 @@ class MetricsReport:
             mean=restore(data["mean"]),
         )
 
-    def to_markdown(self, metrics: Sequence[str] = METRIC_NAMES) -> str:
+    def to_markdown(self, metrics: Sequence[str] | None = None) -> str:
         """Markdown table: rows categories, then groups, then "mean"; values in percent.
 
         Values are printed with one decimal, as the paper's tables (0.9871 → "98.7"); NaN as
-        "n/a".
+        "n/a". ``metrics`` defaults to every metric of :data:`METRIC_NAMES` the report holds.
         """
+        if metrics is None:
+            held = {name for table in (*self.per_category.values(), self.mean) for name in table}
+            metrics = [name for name in METRIC_NAMES if name in held]
         unknown = [name for name in metrics if name not in METRIC_TITLES]
         if unknown:
             raise ValueError(f"unknown metrics {unknown}: choose from {list(METRIC_NAMES)}")
@@ -216,6 +245,7 @@ def evaluate(
     *,
     num_thresholds: int | None = DEFAULT_NUM_THRESHOLDS,
     fpr_limit: float = 0.3,
+    thresholds: Tensor | None = None,
 ) -> MetricsReport:
     """All metrics per category, per group of categories and averaged over categories.
 
@@ -243,6 +273,9 @@ def evaluate(
         Thresholds of the pixel metrics' sweeps (``None`` = exact); see :func:`pixel_auroc`.
     fpr_limit : float
         Integration limit of AUPRO.
+    thresholds : Tensor of shape (M,), optional
+        Each image's decision threshold (its category's; NaN where there is none), for the
+        image F1 (NaN without).
 
     Returns
     -------
@@ -251,6 +284,10 @@ def evaluate(
     image_scores, labels = _check_image_inputs(image_scores, labels)
     image_scores, labels = image_scores.detach().cpu(), labels.cpu()
     n_images = len(image_scores)
+    if thresholds is not None:
+        thresholds = torch.as_tensor(thresholds, dtype=torch.float64).cpu()
+        if thresholds.shape != (n_images,):
+            raise ValueError(f"thresholds must hold one value per image ({n_images}), got {tuple(thresholds.shape)}")
     names, index = category_index(categories, n_images, "categories")
     has_mask = _check_has_mask(has_mask, masks, n_images)
     if maps is not None:
@@ -265,6 +302,8 @@ def evaluate(
         rows = index == k
         table = {"image_auroc": image_auroc(image_scores[rows], labels[rows]),
                  "image_ap": image_ap(image_scores[rows], labels[rows]),
+                 "image_f1": math.nan if thresholds is None else image_f1(image_scores[rows], labels[rows],
+                                                                          thresholds[rows]),
                  "pixel_auroc": math.nan, "aupro": math.nan}
         pixel_rows = rows & has_mask
         if maps is not None and bool(pixel_rows.any()):
@@ -354,8 +393,9 @@ def _unit_interval(scores: Tensor) -> Tensor:
 
 
 def _mean_tables(tables: list[Mapping[str, float]]) -> dict[str, float]:
-    """Mean of each metric over tables, skipping NaN (NaN only when all are)."""
-    return {metric: nanmean([table[metric] for table in tables]) for metric in METRIC_NAMES}
+    """Mean of each metric the tables hold, skipping NaN (NaN only when all are)."""
+    held = [name for name in METRIC_NAMES if any(name in table for table in tables)]
+    return {metric: nanmean([table.get(metric, math.nan) for table in tables]) for metric in held}
 
 
 def nanmean(values: Sequence[float]) -> float:

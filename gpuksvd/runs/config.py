@@ -25,15 +25,20 @@ from ..features import BACKBONES, FUSIONS
 #: They are left out of sweep folder names, of report columns and of the comparison that decides
 #: whether a finished run can be reused.
 RESULT_NEUTRAL_KEYS = ("experiment", "device", "num_workers", "progress", "batch_size", "n_overlays",
-                       "skip_existing")
+                       "skip_existing", "cache", "debug")
 
-#: Keys whose values are paths: left out of sweep folder names (slashes would nest folders).
-PATH_KEYS = ("dataset.root",)
+#: Keys whose values are paths: left out of sweep folder names (slashes would nest folders), as
+#: is any other override whose value holds a slash; the run's config keeps them.
+PATH_KEYS = ("dataset.root", "dataset.train_dir", "dataset.test_normal_dir", "dataset.test_anomalous_dir",
+             "dataset.mask_dir")
 
-#: Override keys left out of a sweep job's folder name (``hydra.job.override_dirname``), so that
-#: re-running a sweep lands in the same folders; the Hydra config reads them through the
-#: ``gpuksvd.sweep_excluded_keys`` resolver (:mod:`gpuksvd.runs.hydra_support`).
+#: Override keys left out of a sweep job's folder name, so that re-running a sweep lands in the
+#: same folders; the Hydra config reads them through the ``gpuksvd.sweep_excluded_keys``
+#: resolver (:mod:`gpuksvd.runs.hydra_support`).
 SWEEP_DIRNAME_EXCLUDED = RESULT_NEUTRAL_KEYS[:1] + PATH_KEYS + RESULT_NEUTRAL_KEYS[1:]
+
+#: Devices a config may name (``cuda:<index>`` too).
+DEVICES = ("auto", "cpu", "cuda")
 
 
 class ConfigError(ValueError):
@@ -119,6 +124,29 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class ThresholdConfig:
+    """``threshold``: how train.py fixes each category's decision threshold (no test label)."""
+
+    method: str
+    quantile: float
+
+    def __post_init__(self) -> None:
+        if self.method != "quantile":
+            raise ConfigError(f"threshold.method={self.method!r}: train.py fixes thresholds as a quantile of the "
+                              "training scores (quantile); re-fit them F1-optimally with evaluate.py "
+                              "threshold.validation_root=<labelled folder>")
+        if not 0 < self.quantile <= 1:
+            raise ConfigError(f"threshold.quantile must be in (0, 1], got {self.quantile}: e.g. 0.99")
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """``threshold`` of evaluate.py: re-fit the thresholds on a labelled folder."""
+
+    validation_root: str | None
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """The top-level keys both runs share: where they run, how fast, what they show."""
 
@@ -128,8 +156,10 @@ class RunSettings:
     normalize: str
     progress: bool
     n_overlays: int
+    debug: bool
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be ≥ 1, got {self.batch_size}")
         if self.num_workers < 0:
@@ -153,8 +183,10 @@ class TrainConfig(RunSettings):
     backbone: BackboneConfig
     dataset: DatasetConfig
     ksvd: PSDLConfig
+    threshold: ThresholdConfig
     model_file: str
     skip_existing: bool
+    cache: bool
     seed: int
     save_patch_errors: bool
     report: ReportConfig
@@ -172,9 +204,17 @@ class EvaluateConfig(RunSettings):
 
     model: str
     images: str | None
+    category: str | None
     dataset: DatasetConfig | None
     backbone: BackboneConfig | None
+    threshold: ValidationConfig
     resolved: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.model in ("???", ""):
+            raise ConfigError("evaluate.py needs a model file: pass model=<run folder>/model.safetensors "
+                              "(train.py writes one in every run folder)")
+        super().__post_init__()
 
 
 def train_config(resolved: Mapping[str, Any]) -> TrainConfig:
@@ -184,8 +224,25 @@ def train_config(resolved: Mapping[str, Any]) -> TrainConfig:
 
 def evaluate_config(resolved: Mapping[str, Any]) -> EvaluateConfig:
     """The :class:`EvaluateConfig` of a composed, resolved ``evaluate.yaml`` (a plain dict)."""
-    data = {"backbone": None, **resolved, "resolved": dict(resolved)}
+    data = {"backbone": None, "dataset": None, **resolved, "resolved": dict(resolved)}
     return build(EvaluateConfig, data)
+
+
+def check_device(name: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:<index>``, and CUDA only where there is one."""
+    kind, _, index = name.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise ConfigError(f"device={name!r} is not a device here: use device=auto (CUDA when available), cpu, "
+                          "cuda or cuda:<index>")
+    if kind == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name} asked for, but CUDA is not available here: use device=cpu or "
+                              "device=auto")
+        if index and int(index) >= torch.cuda.device_count():
+            raise ConfigError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"numbered from 0")
 
 
 def build(cls: type, data: Mapping[str, Any], prefix: str = ""):

@@ -1,19 +1,134 @@
-"""Glue between Hydra and the run layer: the OmegaConf resolvers that ``conf/`` uses.
+"""Glue between Hydra and the run layer: the resolvers ``conf/`` uses, the sweep's failure
+summary, and how the entry scripts report errors.
 
 Imported by the entry scripts (and the tests that compose configs) before any config is
 composed. The library itself never imports this module, so it keeps running without Hydra.
 """
 from __future__ import annotations
 
-from omegaconf import OmegaConf
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-from .config import SWEEP_DIRNAME_EXCLUDED
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from ..data import UnreadableImageError
+from ..files import write_json
+from .config import SWEEP_DIRNAME_EXCLUDED, ConfigError
+from .run_folder import FAILED_FILE
+
+log = logging.getLogger("gpuksvd")
+
+#: Errors that mean "the input is wrong", not "gpuksvd is wrong": the entry scripts print their
+#: message alone (the traceback goes to the run's log), unless debug=true or HYDRA_FULL_ERROR=1.
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, UnreadableImageError, RuntimeError)
+
+
+def job_dirname(overrides: Sequence[str]) -> str:
+    """A sweep job's folder name: its overrides ``key=value`` sorted and joined by commas, without
+    the keys that do not change results or are paths (:data:`SWEEP_DIRNAME_EXCLUDED`) and
+    without any override whose value holds a slash (a path: it would nest folders). The run's
+    config keeps them all. One folder level, whatever the values."""
+    kept = []
+    for override in overrides:
+        key, _, value = str(override).partition("=")
+        bare = key.lstrip("+~")
+        if bare in SWEEP_DIRNAME_EXCLUDED or "/" in value or "\\" in value:
+            continue
+        kept.append(f"{bare}={value}")
+    name = ",".join(sorted(kept)) or "default"
+    name = name.replace(" ", "_")
+    if len(name) > 200:  # file systems allow 255 bytes per name
+        name = name[:180] + "-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    return name
 
 
 def register_resolvers() -> None:
-    """Register ``${gpuksvd.sweep_excluded_keys:}`` (idempotent)."""
+    """Register ``${gpuksvd.sweep_excluded_keys:}`` and ``${gpuksvd.job_dirname:…}`` (idempotent)."""
     OmegaConf.register_new_resolver("gpuksvd.sweep_excluded_keys", lambda: list(SWEEP_DIRNAME_EXCLUDED),
                                     replace=True)
+    OmegaConf.register_new_resolver("gpuksvd.job_dirname", lambda overrides: job_dirname(list(overrides)),
+                                    replace=True)
 
+
+class FailedJobsSummary(Callback):
+    """Hydra callback: after a sweep, list the jobs that failed in it and exit non-zero.
+
+    Every job that raises writes ``failed.json`` into its folder and the sweep goes on (see
+    ``train.py``); this reads those written during this sweep, whichever launcher ran the jobs.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        started = getattr(self, "started", 0.0) - 1.0
+        failed = sorted(path for path in sweep_dir.rglob(FAILED_FILE) if path.stat().st_mtime >= started)
+        if not failed:
+            return
+        lines = []
+        for path in failed:
+            try:
+                error = json.loads(path.read_text()).get("error", "failed")
+            except (OSError, ValueError):
+                error = "failed"
+            lines.append(f"  {path.parent.relative_to(sweep_dir)}: {' '.join(str(error).split())[:300]}")
+        message = (f"{len(failed)} job(s) of the sweep failed (the others finished; re-run the same command to "
+                   f"retry only these):\n" + "\n".join(lines))
+        print(message, file=sys.stderr)
+        raise SystemExit(1)
+
+
+def report_failure(error: BaseException, run_dir: str | Path, resolved: dict, log_name: str) -> None:
+    """Record a failed run in its folder: ``failed.json`` (the error and the config) and the full
+    traceback appended to the run's log file."""
+    run_dir = Path(run_dir)
+    trace = "".join(traceback.format_exception(error))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json({"error": f"{type(error).__name__}: {error}", "config": resolved}, run_dir / FAILED_FILE)
+        with open(run_dir / log_name, "a") as stream:
+            stream.write(trace)
+    except OSError:  # the folder itself may be what failed
+        pass
+
+
+def run_and_report(work: Callable[[], Any], *, run_dir: str | Path, resolved: dict, log_name: str,
+                   multirun: bool, debug: bool) -> Any:
+    """Call ``work()``; on an error record it in the run folder, then:
+
+    * in a sweep, log it and return NaN, so that the other jobs go on (the sweep's summary
+      reports it and exits non-zero at the end);
+    * for a user mistake (:data:`USER_ERRORS`), print its message alone and exit with status 1,
+      the traceback being in the run's log (``debug=true`` or ``HYDRA_FULL_ERROR=1`` prints it);
+    * otherwise re-raise (a bug: the traceback is what helps).
+    """
+    try:
+        return work()
+    except Exception as error:
+        report_failure(error, run_dir, resolved, log_name)
+        if multirun:
+            log.error("run failed: %s: %s (traceback in %s)", type(error).__name__, error,
+                      Path(run_dir) / log_name)
+            return float("nan")
+        full = debug or os.environ.get("HYDRA_FULL_ERROR") == "1"
+        if isinstance(error, USER_ERRORS) and not full:
+            print(f"error: {error}\n(the full traceback is in {Path(run_dir) / log_name}; debug=true prints it)",
+                  file=sys.stderr)
+            raise SystemExit(1) from None
+        raise
+
+
+__all__ = ["FailedJobsSummary", "USER_ERRORS", "job_dirname", "register_resolvers", "report_failure",
+           "run_and_report"]
 
 register_resolvers()

@@ -7,6 +7,7 @@ torch datasets whose items are dicts with at least ``image`` (and, for evaluatio
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..detector import PSDL, image_scores
-from ..evaluation import MetricsReport, evaluate, normalize_scores
+from ..evaluation import MetricsReport, evaluate, normalize_scores, per_image
+from .feature_cache import cached_features_path, load_features, save_features, size_text
+
+log = logging.getLogger("gpuksvd")
 
 
 @dataclass
@@ -88,12 +92,29 @@ class KSVDProgress:
 
 
 def fit(model: PSDL, dataset: Dataset, *, batch_size: int = 32, num_workers: int = 0,
-        progress: bool = True) -> FitTimes:
-    """Extract training features and fit ``model`` on them (all categories at once)."""
+        progress: bool = True, cache: bool = False) -> FitTimes:
+    """Extract training features and fit ``model`` on them (all categories at once).
+
+    With ``cache`` (an :class:`~gpuksvd.data.ImageDataset`), the features are read from, or
+    written to, the feature cache (:mod:`~gpuksvd.runs.feature_cache`).
+    """
     start = time.perf_counter()
     model.check_training_size(len(dataset))  # before the (long) feature extraction
-    features, categories = extract_training_features(model, dataset, batch_size=batch_size,
-                                                     num_workers=num_workers, progress=progress)
+    loaded, cache_path = None, None
+    if cache:
+        cache_path = cached_features_path(model, dataset)
+        loaded = load_features(cache_path)
+        if loaded is not None:
+            log.info("training features from the cache: %s (%s)", cache_path, size_text(cache_path.stat().st_size))
+    if loaded is not None:
+        features, categories = loaded
+    else:
+        features, categories = extract_training_features(model, dataset, batch_size=batch_size,
+                                                         num_workers=num_workers, progress=progress)
+        if cache_path is not None:
+            save_features(cache_path, features, categories)
+            log.info("cached the training features (%s) at %s; cache=false skips this",
+                     size_text(cache_path.stat().st_size), cache_path)
     synchronize(model.device)
     extracted = time.perf_counter()
     tracker = KSVDProgress(model.config.n_iter, progress)
@@ -179,19 +200,28 @@ def normalized_scores(predictions: Predictions, model: PSDL, normalize: str) -> 
 
 def evaluate_predictions(predictions: Predictions, model: PSDL, groups: Mapping[str, Sequence[str]] | None = None,
                          *, normalize: str = "none") -> MetricsReport:
-    """Per-category and averaged metrics of ``predictions``."""
-    return evaluate(normalized_scores(predictions, model, normalize), predictions.maps, predictions.labels,
-                    predictions.masks, predictions.has_mask, predictions.categories, groups or {})
+    """Per-category and averaged metrics of ``predictions``; the image F1 at the model's
+    thresholds (raw scores against raw thresholds, whatever the normalisation)."""
+    report = evaluate(normalized_scores(predictions, model, normalize), predictions.maps, predictions.labels,
+                      predictions.masks, predictions.has_mask, predictions.categories, groups or {})
+    if model.threshold_categories:
+        with_f1 = evaluate(predictions.image_scores, None, predictions.labels, None, None, predictions.categories,
+                           groups or {}, thresholds=per_image(predictions.categories, model.thresholds))
+        for table, f1_table in zip((*report.per_category.values(), *report.groups.values(), report.mean),
+                                   (*with_f1.per_category.values(), *with_f1.groups.values(), with_f1.mean)):
+            table["image_f1"] = f1_table["image_f1"]
+    return report
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; other names are checked."""
+    """``"auto"`` → CUDA when available, else CPU; other names are checked
+    (:func:`~gpuksvd.runs.config.check_device`)."""
+    from .config import check_device
+
+    check_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name} asked for, but CUDA is not available here: use device=cpu or device=auto")
-    return device
+    return torch.device(name)
 
 
 def peak_memory_bytes(device: torch.device) -> int:

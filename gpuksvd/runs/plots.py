@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from torch import Tensor
 
 
@@ -19,8 +18,10 @@ def pyplot():
 
 
 def save_overlays(images: Tensor, names: Sequence[str], maps: Tensor, masks: Tensor | None, scores: Tensor,
-                  labels: Tensor, out_dir: str | Path, *, vmax: float | None = None) -> list[Path]:
-    """One PNG per image: the model's input, its ground truth and the anomaly map over it.
+                  out_dir: str | Path, *, labels: Tensor | None = None, thresholds: Tensor | None = None,
+                  vmax: float | None = None) -> list[Path]:
+    """One PNG per image: the model's input, its ground truth (only when it has a mask) and the
+    anomaly map over it, captioned with the score and the decision.
 
     Parameters
     ----------
@@ -30,7 +31,12 @@ def save_overlays(images: Tensor, names: Sequence[str], maps: Tensor, masks: Ten
     names : B file-name stems (unique)
     maps : Tensor of shape (B, H, W)
     masks : Tensor of shape (B, H, W) or None
-    scores, labels : Tensor of shape (B,)
+        Ground truth; rows of images without one are None-like (pass ``None`` for all).
+    scores : Tensor of shape (B,)
+    labels : Tensor of shape (B,), optional
+        The true label (1 anomalous), when known: captioned as the truth.
+    thresholds : Tensor of shape (B,), optional
+        Each image's decision threshold (NaN where none): the caption says the decision.
     vmax : float, optional
         Common upper end of the colour scale (default: the largest map value shown), so that
         overlays of one run are comparable.
@@ -42,15 +48,18 @@ def save_overlays(images: Tensor, names: Sequence[str], maps: Tensor, masks: Ten
     written = []
     for i, name in enumerate(names):
         image = images[i].permute(1, 2, 0).clamp(0, 1).numpy()
-        fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+        has_truth = masks is not None and masks[i] is not None
+        fig, axes = plt.subplots(1, 3 if has_truth else 2, figsize=(9 if has_truth else 6.4, 3.4))
         axes[0].imshow(image)
         axes[0].set_title("input")
-        axes[1].imshow(masks[i].numpy() if masks is not None else np.zeros(image.shape[:2]), cmap="gray", vmin=0, vmax=1)
-        axes[1].set_title("ground truth")
-        axes[2].imshow(image)
-        shown = axes[2].imshow(maps[i].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=vmax)
-        axes[2].set_title(f"score {float(scores[i]):.2f} ({'anomalous' if int(labels[i]) else 'normal'})")
-        fig.colorbar(shown, ax=axes[2], fraction=0.046)
+        if has_truth:
+            axes[1].imshow(masks[i].numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[1].set_title("ground truth")
+        axes[-1].imshow(image)
+        shown = axes[-1].imshow(maps[i].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=vmax)
+        axes[-1].set_title(caption(float(scores[i]), None if thresholds is None else float(thresholds[i]),
+                                   None if labels is None else int(labels[i])), fontsize=9)
+        fig.colorbar(shown, ax=axes[-1], fraction=0.046)
         for axis in axes:
             axis.axis("off")
         fig.tight_layout()
@@ -59,6 +68,17 @@ def save_overlays(images: Tensor, names: Sequence[str], maps: Tensor, masks: Ten
         plt.close(fig)
         written.append(target)
     return written
+
+
+def caption(score: float, threshold: float | None, label: int | None) -> str:
+    """``score 3.21 ≥ threshold 2.90: anomalous`` (and the truth when the label is known)."""
+    text = f"score {score:.2f}"
+    if threshold is not None and threshold == threshold:  # not NaN
+        anomalous = score >= threshold
+        text += f" {'≥' if anomalous else '<'} threshold {threshold:.2f}: {'anomalous' if anomalous else 'normal'}"
+    if label is not None:
+        text += f"\n(truth: {'anomalous' if label else 'normal'})"
+    return text
 
 
 def denormalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:

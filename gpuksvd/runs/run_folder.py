@@ -13,6 +13,7 @@ import torch
 
 from ..data import ImageDataset
 from ..detector import PSDL
+from ..evaluation import per_image
 from .loops import Predictions
 from .plots import denormalize, pick_overlay_indices, save_location_error, save_overlays
 
@@ -33,17 +34,21 @@ def write_figures(model: PSDL, predictions: Predictions, dataset: ImageDataset, 
 
 
 def write_overlays(model: PSDL, predictions: Predictions, dataset: ImageDataset, indices: list[int],
-                   out_dir: Path) -> None:
-    """One overlay PNG per chosen image, all on the colour scale of the largest map value."""
+                   out_dir: Path, *, labelled: bool = True) -> None:
+    """One overlay PNG per chosen image, all on the colour scale of the largest map value,
+    captioned with the decision at the model's thresholds (and the truth when ``labelled``)."""
     vmax = float(predictions.maps.max())
+    thresholds = per_image(predictions.categories, model.thresholds)
     for start in range(0, len(indices), 32):  # a folder may hold many images: a batch at a time
         part = indices[start : start + 32]
         images = denormalize(torch.stack([dataset[i]["image"] for i in part]), model.extractor.mean, model.extractor.std)
         names = [f"{start + j:04d}_{predictions.categories[i]}_{predictions.defect_types[i]}_{Path(predictions.paths[i]).stem}"
                  for j, i in enumerate(part)]
-        save_overlays(images, names, predictions.maps[part],
-                      predictions.masks[part] if predictions.masks is not None else None,
-                      predictions.image_scores[part], predictions.labels[part], out_dir, vmax=vmax)
+        masks = None
+        if predictions.masks is not None and labelled:  # new images have no ground truth to show
+            masks = [predictions.masks[i] if bool(predictions.has_mask[i]) else None for i in part]
+        save_overlays(images, names, predictions.maps[part], masks, predictions.image_scores[part], out_dir,
+                      labels=predictions.labels[part] if labelled else None, thresholds=thresholds[part], vmax=vmax)
 
 
 def save_patch_errors(predictions: Predictions, path: Path) -> Path:

@@ -1,13 +1,22 @@
 """What ``train.py`` does: config → data → fit → evaluate → run folder.
 
 A training run writes into its folder: the model file, ``metrics.json`` (metrics, timings,
-peak memory, config), ``metrics.md`` (the printed table), anomaly-map overlays and a plot of
-the training error per location.
+peak memory, config and the fingerprint of what the results depend on), ``metrics.md`` (the
+printed table), anomaly-map overlays and a plot of the training error per location.
+
+Everything that can be checked is checked before the fit: the config (typed, see
+:mod:`~gpuksvd.runs.config`), the dataset's folders, and every image and mask, decoded once.
+A folder that already holds results is reused only when its recorded fingerprint — the
+result-changing config and the data listing — is the current one (:mod:`~gpuksvd.runs.fingerprint`);
+otherwise its stale results are removed before any work, so that the folder never shows
+results beside a config they did not come from. A model file saved by an interrupted run is
+reused on the same rule. A failure after the fit keeps the model file and says how to finish.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,16 +24,22 @@ from typing import Any
 
 import torch
 
-from ..data import build_splits
-from ..detector import PSDL, save_model
-from ..evaluation import MetricsReport, MissingMaskWarning
-from ..features import build_extractor
+from ..data import DataSplits, build_splits
+from ..detector import PSDL, load_model, save_model
+from ..detector.model_file import read_description
+from ..evaluation import MetricsReport, MissingMaskWarning, quantile_thresholds
+from ..features import build_extractor, get_spec
 from ..files import write_json, write_text
 from .config import TrainConfig, train_config
-from .loops import Predictions, evaluate_predictions, fit, peak_memory_bytes, predict, resolve_device
-from .run_folder import METRICS_FILE, device_name, finite_or_none, save_patch_errors, write_figures
+from .fingerprint import differences, run_fingerprint, same_model, same_results
+from .loops import FitTimes, Predictions, evaluate_predictions, fit, peak_memory_bytes, predict, resolve_device
+from .run_folder import FAILED_FILE, METRICS_FILE, device_name, finite_or_none, save_patch_errors, write_figures
 
 log = logging.getLogger("gpuksvd")
+
+
+class FailedAfterFitError(RuntimeError):
+    """The evaluation failed after the model was fitted and saved; the message says how to finish."""
 
 
 def train_run(config: TrainConfig | Mapping[str, Any], run_dir: str | Path = ".") -> dict:
@@ -48,32 +63,104 @@ def train_run(config: TrainConfig | Mapping[str, Any], run_dir: str | Path = "."
         config = train_config(config)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if config.skip_existing and (run_dir / METRICS_FILE).is_file():
-        log.info("%s already has %s: skipping (skip_existing=true)", run_dir, METRICS_FILE)
-        return json.loads((run_dir / METRICS_FILE).read_text())
     device = resolve_device(config.device)
+    splits = load_data(config)
+    fingerprint = run_fingerprint(config.resolved, splits)
+    finished = reusable_results(config, run_dir, fingerprint)
+    if finished is not None:
+        return finished
     torch.manual_seed(config.seed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     backbone = config.backbone
-    extractor = build_extractor(backbone.name, backbone.layers, weights=backbone.weights, fusion=backbone.fusion,
-                                trim_to_square=backbone.trim_to_square)
+    model_path = run_dir / config.model_file
+    model, times = reusable_model(model_path, fingerprint, device) if config.skip_existing else (None, None)
+    if model is None:
+        extractor = build_extractor(backbone.name, backbone.layers, weights=backbone.weights, fusion=backbone.fusion,
+                                    trim_to_square=backbone.trim_to_square)
+        model = PSDL(extractor, config.ksvd, splits.preprocess).to(device)
+        log.info("fitting %s %s on %d training images of %s (%d categories) on %s", backbone.name,
+                 "+".join(backbone.layers), len(splits.train), splits.name, len(splits.categories), device)
+        times = fit(model, splits.train, batch_size=config.batch_size, num_workers=config.num_workers,
+                    progress=config.progress, cache=config.cache)
+        model.set_thresholds(quantile_thresholds(model.train_scores_, model.train_categories, config.threshold.quantile),
+                             {"method": "quantile", "quantile": config.threshold.quantile,
+                              "of": "each category's training image scores"})
+        model.provenance = {"dataset": config.dataset.as_dict(), "fingerprint": fingerprint,
+                            "fit_times": vars(times)}
+        save_model(model, model_path)
+    try:
+        return evaluate_and_write(config, run_dir, model, splits, times, fingerprint, device)
+    except Exception as error:
+        raise FailedAfterFitError(
+            f"{type(error).__name__}: {error}. The model was fitted and saved at {model_path}: finish with "
+            f"`python evaluate.py model={model_path}`, or re-run this command (the model file is reused)"
+        ) from error
+
+
+def load_data(config: TrainConfig) -> DataSplits:
+    """List the dataset and decode every image once (before any feature), named on failure."""
+    spec = get_spec(config.backbone.name)  # the input normalisation; the model is built later
     # progress also drives the generated dataset's bar (a listing option of that dataset only)
-    splits = build_splits({**config.dataset.as_dict(), "progress": config.progress},
-                          mean=extractor.mean, std=extractor.std)
+    splits = build_splits({**config.dataset.as_dict(), "progress": config.progress}, mean=spec.mean, std=spec.std,
+                          workers=max(1, config.num_workers))
     if len(splits.test) == 0:
         raise ValueError(
             f"dataset {splits.name!r} has no test image, so train.py cannot evaluate: give test folders "
             "(dataset.test_normal_dir / dataset.test_anomalous_dir) or dataset.split_ratio; to score new "
             "images with a model, use evaluate.py images=<folder>"
         )
-    model = PSDL(extractor, config.ksvd, splits.preprocess).to(device)
-    log.info("fitting %s %s on %d training images of %s (%d categories) on %s",
-             backbone.name, "+".join(backbone.layers), len(splits.train), splits.name, len(splits.categories), device)
-    loader = dict(batch_size=config.batch_size, num_workers=config.num_workers, progress=config.progress)
-    times = fit(model, splits.train, **loader)
-    save_model(model, run_dir / config.model_file)
-    predictions = predict(model, splits.test, **loader, keep_descriptors=config.save_patch_errors)
+    return splits
+
+
+def reusable_results(config: TrainConfig, run_dir: Path, fingerprint: dict) -> dict | None:
+    """The folder's finished results when they hold for this config and data (and
+    ``skip_existing``); otherwise None, after removing any stale results and failure record."""
+    metrics_path = run_dir / METRICS_FILE
+    recorded = None
+    if metrics_path.is_file():
+        try:
+            recorded = json.loads(metrics_path.read_text())
+        except (OSError, ValueError):
+            recorded = None
+    if recorded is not None and config.skip_existing and same_results(recorded.get("fingerprint"), fingerprint):
+        log.info("%s already holds the results of this config and data: skipping (skip_existing=true)", run_dir)
+        return recorded
+    if recorded is not None:
+        why = ("skip_existing=false" if config.skip_existing is False
+               else f"they came from another config or other data ({differences(recorded.get('fingerprint'), fingerprint)})")
+        log.warning("%s holds earlier results; running again because %s", run_dir, why)
+    # Removed before any work: a folder must never show results beside a config they did not
+    # come from (Hydra has already written this run's config into .hydra/).
+    for name in (METRICS_FILE, "metrics.md", FAILED_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    return None
+
+
+def reusable_model(path: Path, fingerprint: dict, device: torch.device) -> tuple[PSDL | None, FitTimes | None]:
+    """The model file of an interrupted run, when it was fitted on this config and data."""
+    if not path.is_file():
+        return None, None
+    try:
+        recorded = read_description(path).get("provenance", {})
+    except (OSError, ValueError):
+        return None, None
+    if not same_model(recorded.get("fingerprint"), fingerprint):
+        log.info("%s was fitted on another config or other data (%s): fitting again", path,
+                 differences(recorded.get("fingerprint"), fingerprint))
+        return None, None
+    log.info("reusing the model file %s: fitted on this config and data", path)
+    model = load_model(path, device=device)
+    times = FitTimes(**recorded.get("fit_times", dict(features=math.nan, ksvd=math.nan, ksvd_per_iter=math.nan,
+                                                      total=math.nan)))
+    return model, times
+
+
+def evaluate_and_write(config: TrainConfig, run_dir: Path, model: PSDL, splits: DataSplits, times: FitTimes,
+                       fingerprint: dict, device: torch.device) -> dict:
+    """Score the test split, write the run folder, ``metrics.json`` last."""
+    predictions = predict(model, splits.test, batch_size=config.batch_size, num_workers=config.num_workers,
+                          progress=config.progress, keep_descriptors=config.save_patch_errors)
     report = evaluate_quietly(predictions, model, splits.groups, config.normalize)
     if predictions.descriptors is not None:
         save_patch_errors(predictions, run_dir / "patch_errors.npz")
@@ -81,6 +168,8 @@ def train_run(config: TrainConfig | Mapping[str, Any], run_dir: str | Path = "."
         "main_metric": finite_or_none(report.main_metric),
         "metrics": report.to_dict(),
         "normalize": config.normalize,
+        "thresholds": model.thresholds,
+        "threshold_rule": model.threshold_rule,
         "times": {
             "features_s": times.features,
             "ksvd_s": times.ksvd,
@@ -99,14 +188,16 @@ def train_run(config: TrainConfig | Mapping[str, Any], run_dir: str | Path = "."
         # dictionary), per feature set: the data of the paper's error figures.
         "train_error": {name: location_model.train_error_.cpu().tolist()
                         for name, location_model in zip(model.extractor.set_names, model.sets)},
+        "fingerprint": fingerprint,
         "config": config.resolved,
     }
+    result["times"] = {key: finite_or_none(value) for key, value in result["times"].items()}
     write_text(report.to_markdown() + "\n", run_dir / "metrics.md")
     write_figures(model, predictions, splits.test, run_dir, config.n_overlays)
     write_json(result, run_dir / METRICS_FILE)  # last: its presence marks the run as finished
     log.info("\n%s", report.to_markdown())
-    log.info("image AUROC %.4f | fit %.1f s (K-SVD %.3f s/iter) | scoring %.1f images/s",
-             report.main_metric, times.total, times.ksvd_per_iter, result["times"]["test_images_per_s"])
+    log.info("image AUROC %.4f | fit %.1f s (K-SVD %.3f s/iter) | scoring %.1f images/s", report.main_metric,
+             times.total, times.ksvd_per_iter, len(predictions.image_scores) / max(predictions.seconds, 1e-9))
     return result
 
 

@@ -1,6 +1,7 @@
 """ImageDataset: decoding, masks, odd files, collate."""
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -118,13 +119,37 @@ def test_unreadable_image_error_or_skip(tmp_path):
     truncated = write_truncated(tmp_path / "truncated.png")
     with pytest.raises(UnreadableImageError, match=r"corrupt\.png.*skip_unreadable=true"):
         dataset_of([record(good), record(corrupt)])
-    # a truncated file has a valid header: found when its pixels are read, named in the error
-    data = dataset_of([record(good), record(truncated)])
+    # a truncated file has a valid header: every file is decoded at construction, so it is found
+    # there, before any feature is extracted, named, with the hint
+    with pytest.raises(UnreadableImageError, match=r"truncated\.png.*skip_unreadable=true"):
+        dataset_of([record(good), record(truncated)])
+    data = dataset_of([record(good), record(truncated)], verify=False)  # headers only: found when read
     with pytest.raises(UnreadableImageError, match=r"truncated\.png"):
         data[1]
     with pytest.warns(DatasetWarning, match=r"skipped 2 unreadable.*corrupt\.png.*truncated\.png"):
         data = dataset_of([record(corrupt), record(good), record(truncated)], skip_unreadable=True)
     assert len(data) == 1 and data[0]["path"] == str(good) and data[0]["index"] == 0
+
+
+def test_a_verified_listing_is_not_decoded_again(tmp_path, monkeypatch):
+    import gpuksvd.data.dataset as dataset_module
+
+    monkeypatch.setenv("GPUKSVD_CACHE", str(tmp_path / "cache"))
+    images = [save(tmp_path / f"{i}.png", np.full((8, 8, 3), i, np.uint8)) for i in range(3)]
+    decoded = []
+    original = dataset_module._image_size
+    monkeypatch.setattr(dataset_module, "_image_size",
+                        lambda path, decode: decoded.append(decode) or original(path, decode))
+    dataset_of([record(p) for p in images])
+    assert decoded == [True] * 3
+    decoded.clear()
+    dataset_of([record(p) for p in images])
+    assert decoded == [False] * 3  # headers only: the same files in the same state decoded before
+    save(images[1], np.full((8, 8, 3), 9, np.uint8))  # a file rewritten: decoded again
+    os.utime(images[1], ns=(1, 1))
+    decoded.clear()
+    dataset_of([record(p) for p in images])
+    assert decoded == [True] * 3
 
 
 def test_default_collate(tmp_path):

@@ -32,3 +32,8 @@ def test_registry_folder_relative_to_root(tmp_path):
     assert count(records, split="train") == 6 and count(records, label=ANOMALOUS) == 3
     with pytest.raises(ValueError, match="dataset.train_dir="):
         list_dataset("folder", root)
+
+
+def test_a_wrong_generated_category_is_called_a_generated_category():
+    with pytest.raises(ValueError, match=r"the generated dataset has no category 'bottle'; it has: brick, grass"):
+        list_dataset("generated", None, ["bottle"])

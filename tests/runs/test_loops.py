@@ -8,6 +8,7 @@ from torch.utils.data import Dataset
 from gpuksvd.data import Preprocess
 from gpuksvd.detector import PSDL, PSDLConfig
 from gpuksvd.features import build_extractor
+from gpuksvd.runs import ConfigError
 from gpuksvd.runs.loops import KSVDProgress, evaluate_predictions, fit, predict, resolve_device
 
 
@@ -87,5 +88,8 @@ def test_devices_are_resolved_or_refused():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available here: use device=cpu"):
+        with pytest.raises(ConfigError, match="CUDA is not available here: use device=cpu"):
             resolve_device("cuda")
+    for name in ("gpu", "mps", "cuda:x", "cpu:1"):
+        with pytest.raises(ConfigError, match=f"device='{name}' is not a device here: use device=auto"):
+            resolve_device(name)

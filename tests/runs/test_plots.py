@@ -3,17 +3,26 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gpuksvd.runs.plots import denormalize, pick_overlay_indices, save_location_error, save_overlays
+from gpuksvd.runs.plots import caption, denormalize, pick_overlay_indices, save_location_error, save_overlays
 
 
-def test_overlays_are_written_one_per_image(tmp_path):
+def test_overlays_are_written_one_per_image_with_a_truth_panel_only_with_a_mask(tmp_path):
     images = torch.rand(2, 3, 32, 32)
     maps = torch.rand(2, 32, 32)
-    written = save_overlays(images, ["a", "b"], maps, None, torch.tensor([1.0, 2.0]), torch.tensor([0, 1]),
-                            tmp_path / "overlays")
+    masks = [torch.zeros(32, 32, dtype=torch.bool), None]  # the second image has no mask
+    written = save_overlays(images, ["a", "b"], maps, masks, torch.tensor([1.0, 2.0]), tmp_path / "overlays",
+                            labels=torch.tensor([0, 1]), thresholds=torch.tensor([1.5, 1.5], dtype=torch.float64))
     assert [path.name for path in written] == ["a.png", "b.png"]
-    pixels = np.asarray(Image.open(written[0]).convert("L"), dtype=float)
+    with_truth, without = (Image.open(path) for path in written)
+    assert with_truth.width > 1.3 * without.width  # three panels against two
+    pixels = np.asarray(with_truth.convert("L"), dtype=float)
     assert pixels.std() > 10  # not blank
+
+
+def test_captions_say_the_decision():
+    assert caption(2.0, 1.5, None) == "score 2.00 ≥ threshold 1.50: anomalous"
+    assert caption(1.0, 1.5, 0) == "score 1.00 < threshold 1.50: normal\n(truth: normal)"
+    assert caption(1.0, float("nan"), None) == "score 1.00"
 
 
 def test_location_error_plot(tmp_path):

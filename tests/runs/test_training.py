@@ -8,8 +8,11 @@ import sys
 import pytest
 import torch
 
+from pathlib import Path
+
+from gpuksvd.data import UnreadableImageError
 from gpuksvd.detector import load_model, read_description
-from gpuksvd.runs import train_run
+from gpuksvd.runs import ConfigError, train_run
 from tests.support.configs import ROOT, composed
 from tests.support.data_trees import make_btad_tree, make_folder_tree, make_ksdd_tree, make_mtd_tree, make_mvtec_tree
 from tests.support.runs import TINY
@@ -99,12 +102,12 @@ def test_scripts_run_from_the_command_line(mvtec_root, tmp_path):
     # Relative paths resolve where the command is typed; the folder is preprocessed with the
     # geometry recorded in the model file (64x64), not the default dataset's 256/224.
     score = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "model=cli/model.safetensors",
-                            f"images={folder}", "num_workers=0", "progress=false", "device=cpu",
+                            f"images={folder}", "category=bottle", "num_workers=0", "progress=false", "device=cpu",
                             "hydra.run.dir=scored"],
                            capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert score.returncode == 0, score.stderr[-3000:]
     rows = (tmp_path / "scored" / "scores.csv").read_text().strip().splitlines()
-    assert rows[0] == "path,score" and len(rows) == 1 + 2
+    assert rows[0] == "path,score,threshold,decision,normalized_score" and len(rows) == 1 + 2
     assert len(list((tmp_path / "scored" / "heatmaps").glob("*.png"))) == 2
     wrong = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), f"model={run_dir / 'model.safetensors'}",
                             "backbone=efficientnet_lite0", "progress=false", "device=cpu",
@@ -125,9 +128,150 @@ def test_empty_test_split_fails_before_fitting(tmp_path, monkeypatch):
         train_run(cfg, tmp_path / "run")
 
 
-def test_top_level_seed_reaches_random_init():
-    assert composed(["ksvd=random", "seed=1"])["ksvd"]["seed"] == 1
-    assert composed(["ksvd=random"])["ksvd"]["seed"] == 0
+# ------------------------------------------------------- never a stale result, fail before the fit
+
+def copy_tree(root, destination):
+    import shutil
+
+    return Path(shutil.copytree(root, destination))
+
+
+def test_rerun_with_another_setting_refits_and_the_config_matches_the_results(mvtec_root, tmp_path):
+    run_dir = tmp_path / "run"
+    first = train_run(composed(TINY + [f"dataset.root={mvtec_root}", "ksvd.n_iter=1"]), run_dir)
+    again = train_run(composed(TINY + [f"dataset.root={mvtec_root}", "ksvd.n_iter=1", "device=cpu", "num_workers=0"]),
+                      run_dir)
+    assert again == first  # same result-changing config and data: skipped (neutral keys differ only)
+    changed = train_run(composed(TINY + [f"dataset.root={mvtec_root}", "ksvd.n_iter=3"]), run_dir)
+    written = json.loads((run_dir / "metrics.json").read_text())
+    assert written["config"]["ksvd"]["n_iter"] == 3 and len(written["train_error"]["layer2"]) == 4  # refitted
+    assert written["fingerprint"]["config"]["ksvd"]["n_iter"] == 3 and changed["metrics"] == written["metrics"]
+    assert written["metrics"] != first["metrics"]
+
+
+def test_a_changed_dataset_or_root_refits(mvtec_root, tmp_path):
+    root = copy_tree(mvtec_root, tmp_path / "data")
+    run_dir = tmp_path / "run"
+    first = train_run(composed(TINY + [f"dataset.root={root}"]), run_dir)
+    image = next((root / "bottle" / "train" / "good").glob("*.png"))
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)  # a "fixed" training image
+    fixed = train_run(composed(TINY + [f"dataset.root={root}"]), run_dir)
+    assert fixed["fingerprint"]["data"] != first["fingerprint"]["data"]
+    assert fixed["fingerprint"]["config"] == first["fingerprint"]["config"]
+    other = train_run(composed(TINY + [f"dataset.root={mvtec_root}"]), run_dir)
+    assert other["config"]["dataset"]["root"] == str(mvtec_root)
+
+
+def test_stale_results_are_removed_before_any_work(mvtec_root, tmp_path, monkeypatch):
+    import gpuksvd.runs.training as training
+
+    run_dir = tmp_path / "run"
+    train_run(composed(TINY + [f"dataset.root={mvtec_root}", "ksvd.n_iter=1"]), run_dir)
+    monkeypatch.setattr(training, "fit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    (run_dir / "model.safetensors").unlink()  # force a fit
+    with pytest.raises(KeyboardInterrupt):
+        train_run(composed(TINY + [f"dataset.root={mvtec_root}", "ksvd.n_iter=2"]), run_dir)
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "metrics.md").exists()
+
+
+def test_an_interrupted_run_reuses_its_saved_model(mvtec_root, tmp_path, monkeypatch):
+    import gpuksvd.runs.training as training
+
+    run_dir = tmp_path / "run"
+    cfg = composed(TINY + [f"dataset.root={mvtec_root}"])
+    original = training.evaluate_and_write
+    monkeypatch.setattr(training, "evaluate_and_write", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # interrupted after the model was saved
+        train_run(cfg, run_dir)
+    assert (run_dir / "model.safetensors").is_file() and not (run_dir / "metrics.json").exists()
+    saved = (run_dir / "model.safetensors").stat().st_mtime_ns
+    monkeypatch.setattr(training, "evaluate_and_write", original)
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("fitted again"))
+    result = train_run(cfg, run_dir)
+    assert result["main_metric"] is not None and (run_dir / "model.safetensors").stat().st_mtime_ns == saved
+    monkeypatch.undo()
+    refit = train_run({**cfg, "ksvd": {**cfg["ksvd"], "n_iter": 1}}, run_dir)  # other settings: fitted again
+    assert (run_dir / "model.safetensors").stat().st_mtime_ns != saved and len(refit["train_error"]["layer2"]) == 2
+
+
+def test_a_failure_after_the_fit_keeps_the_model_and_says_how_to_finish(mvtec_root, tmp_path, monkeypatch):
+    import gpuksvd.runs.training as training
+
+    monkeypatch.setattr(training, "predict", lambda *a, **k: (_ for _ in ()).throw(MemoryError("out of memory")))
+    with pytest.raises(training.FailedAfterFitError, match=r"MemoryError: out of memory.*saved at .*model"
+                                                            r"\.safetensors: finish with `python evaluate.py model="):
+        train_run(composed(TINY + [f"dataset.root={mvtec_root}"]), tmp_path / "run")
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_a_truncated_test_image_fails_before_the_features(mvtec_root, tmp_path, monkeypatch):
+    import gpuksvd.runs.loops as loops
+    from tests.support.data_trees import write_truncated
+
+    root = copy_tree(mvtec_root, tmp_path / "data")
+    bad = write_truncated(root / "grid" / "test" / "good" / "001.png", (64, 64))
+    monkeypatch.setattr(loops, "extract_training_features", lambda *a, **k: pytest.fail("extracted features"))
+    with pytest.raises(UnreadableImageError, match=f"{bad.name}.*skip_unreadable=true"):
+        train_run(composed(TINY + [f"dataset.root={root}"]), tmp_path / "run")
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match=f"skipped 1 unreadable.*{bad.name}"):
+        result = train_run(composed(TINY + [f"dataset.root={root}", "dataset.skip_unreadable=true"]),
+                           tmp_path / "skipping")
+        assert result["n_test"] == 2 * (3 + 2 * 2) - 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("normalize=foo", "normalize must be one of none, minmax, train, got 'foo'"),
+    ("ksvd.n_atoms=abc", "ksvd.n_atoms must be an integer or null, got 'abc'"),
+    ("device=gpu", "device='gpu' is not a device here"),
+    ("device=mps", "device='mps' is not a device here"),
+    ("threshold.quantile=2", r"threshold.quantile must be in \(0, 1\]"),
+])
+def test_every_config_value_is_checked_before_any_work(override, message, mvtec_root, tmp_path, monkeypatch):
+    import gpuksvd.runs.training as training
+
+    monkeypatch.setattr(training, "load_data", lambda *a, **k: pytest.fail("listed the data"))
+    with pytest.raises(ConfigError, match=message):
+        train_run(composed(TINY + [f"dataset.root={mvtec_root}", override]), tmp_path / "run")
+
+
+def test_run_files_get_the_umasks_mode(trained):
+    run_dir, _, _ = trained
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("metrics.json", "metrics.md", "model.safetensors"):
+        assert (run_dir / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_thresholds_are_stored_reported_and_give_an_f1(trained):
+    run_dir, _, result = trained
+    model = load_model(run_dir / "model.safetensors")
+    assert set(model.thresholds) == {"bottle", "grid"} and model.threshold_rule["quantile"] == 0.99
+    for category, threshold in model.thresholds.items():
+        scores = model.train_scores_[[c == category for c in model.train_categories]]
+        assert threshold == pytest.approx(float(torch.quantile(scores.double(), 0.99)))
+    assert result["thresholds"] == pytest.approx(model.thresholds)
+    assert all(0 <= table["image_f1"] <= 1 for table in result["metrics"]["per_category"].values())
+    assert "Image F1" in (run_dir / "metrics.md").read_text()
+
+
+def test_user_mistakes_print_one_message_and_the_trace_goes_to_the_log(mvtec_root, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, f"dataset.root={mvtec_root}",
+                           "ksvd.n_atoms=abc", f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: config key ksvd.n_atoms must be an integer or null, got 'abc'")
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 3
+    assert "Traceback" in (tmp_path / "run" / "train.log").read_text()
+    assert "ConfigError" in json.loads((tmp_path / "run" / "failed.json").read_text())["error"]
+    debug = subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, f"dataset.root={mvtec_root}",
+                            "ksvd.n_atoms=abc", "debug=true", f"hydra.run.dir={tmp_path / 'debug'}"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
 # ----------------------------------------------------------- one tiny run per dataset option
