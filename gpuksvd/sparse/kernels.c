@@ -479,6 +479,85 @@ static void gather_sum(vec *restrict out, const vec *restrict E, size_t stride, 
     }
 }
 
+/* Rows ahead whose cache lines are requested early: users' rows are scattered over the residual,
+ * which does not fit in L2 (3 MB at EN-B6), and each row is a dozen lines. */
+#define PREFETCH_ROWS 4
+
+INLINE void prefetch_row(const real *row, int Cp, int for_write) {
+    for (int c = 0; c < Cp; c += 64 / (int)sizeof(real)) {
+        if (for_write)
+            __builtin_prefetch(row + c, 1);
+        else
+            __builtin_prefetch(row + c, 0);
+    }
+}
+
+/* block[i][v0 .. v0+NB) = E[rows_i][v0 .. v0+NB) + g_i d, and start = sum_i g_i block_i, accumulated
+ * in registers. */
+#define DEFINE_GATHER_BLOCK(NB)                                                                       \
+    INLINE void gather_block_##NB(vec *restrict block, vec *restrict start, const vec *restrict E,   \
+                                  size_t stride, const int *restrict rows, const real *restrict g,   \
+                                  const vec *restrict atom, int m, int n_vec, int v0) {             \
+        vec acc[NB], d[NB];                                                                           \
+        for (int b = 0; b < NB; b++) {                                                                \
+            acc[b] = (vec){0};                                                                        \
+            d[b] = atom[v0 + b];                                                                      \
+        }                                                                                             \
+        for (int i = 0; i < m; i++) {                                                                 \
+            if (i + PREFETCH_ROWS < m)                                                                \
+                for (int b = 0; b < NB; b += 64 / (int)sizeof(vec) > 0 ? 64 / (int)sizeof(vec) : 1)    \
+                    __builtin_prefetch(E + (size_t)rows[i + PREFETCH_ROWS] * stride + v0 + b, 0);      \
+            const vec *restrict row = E + (size_t)rows[i] * stride + v0;                              \
+            vec *restrict out = block + (size_t)i * n_vec + v0;                                       \
+            const vec gi = splat(g[i]);                                                               \
+            for (int b = 0; b < NB; b++) {                                                            \
+                const vec e = row[b] + gi * d[b];                                                     \
+                out[b] = e;                                                                           \
+                acc[b] += gi * e;                                                                     \
+            }                                                                                         \
+        }                                                                                             \
+        for (int b = 0; b < NB; b++) start[v0 + b] = acc[b];                                          \
+    }
+DEFINE_GATHER_BLOCK(1)
+DEFINE_GATHER_BLOCK(2)
+DEFINE_GATHER_BLOCK(3)
+DEFINE_GATHER_BLOCK(4)
+DEFINE_GATHER_BLOCK(5)
+DEFINE_GATHER_BLOCK(6)
+DEFINE_GATHER_BLOCK(7)
+DEFINE_GATHER_BLOCK(8)
+#if MAX_BLOCK > 8
+DEFINE_GATHER_BLOCK(9)
+DEFINE_GATHER_BLOCK(10)
+DEFINE_GATHER_BLOCK(11)
+DEFINE_GATHER_BLOCK(12)
+DEFINE_GATHER_BLOCK(13)
+DEFINE_GATHER_BLOCK(14)
+DEFINE_GATHER_BLOCK(15)
+DEFINE_GATHER_BLOCK(16)
+#endif
+
+/* The exact update's gather: B = E_U + g d^T (m x n_vec, contiguous) and start = B^T g. */
+static void gather_block(vec *restrict block, vec *restrict start, const real *E, size_t stride,
+                         const int *restrict rows, const real *restrict g, const vec *restrict atom, int m,
+                         int n_vec) {
+    int n_blocks = (n_vec + MAX_BLOCK - 1) / MAX_BLOCK;
+    int v0 = 0;
+    for (int blk = 0; blk < n_blocks; blk++) {
+        int nb = (n_vec - v0 + (n_blocks - blk) - 1) / (n_blocks - blk);
+        switch (nb) {
+#define CASE(NB) \
+    case NB: gather_block_##NB(block, start, (const vec *)E, stride, rows, g, atom, m, n_vec, v0); break;
+            CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#if MAX_BLOCK > 8
+            CASE(9) CASE(10) CASE(11) CASE(12) CASE(13) CASE(14) CASE(15) CASE(16)
+#endif
+#undef CASE
+        }
+        v0 += nb;
+    }
+}
+
 /* ---- the leading singular pair of a gathered block ------------------------------------------- */
 
 /* Rows per group in gram_apply: 8 independent dot products keep the FMA units busy (4-cycle latency,
@@ -573,8 +652,8 @@ static double top_eigenpair(double *restrict a, int n, double *restrict vectors,
 }
 
 /* Lanczos steps per cycle before an explicit check and restart. From the approximate update's
- * direction K-SVD blocks need 4-8 steps for float32 and 8-14 for float64 (README of the
- * benchmark); 48 leave room for slow spectra while the basis (48 x C) stays in L1/L2. */
+ * direction, K-SVD blocks at EN-B6 and RN18 scale need 5-7 steps in float32 and ~12 in float64
+ * (benchmarks/RESULTS.md); 48 leave room for slow spectra while the basis (48 x C) stays in L2. */
 #define MAX_LANCZOS 48
 /* Cycles (Lanczos run, explicit check, restart from the checked vector) before the LAPACK fallback. */
 #define MAX_CYCLES 4
@@ -778,7 +857,7 @@ static int lanczos(const vec *restrict B, int m, int n_vec, int most, double tar
  *
  * Lanczos with full reorthogonalisation on B^T B (the block's Gram matrix is never formed), in
  * cycles of at most MAX_LANCZOS steps: a cycle ends when the top Ritz pair's residual estimate is
- * below a quarter of the tolerance, then the Ritz vector is checked explicitly (one more product with
+ * below half the tolerance (a quarter took one more step per atom, and the check rarely fails), then the Ritz vector is checked explicitly (one more product with
  * B^T B, which also gives y): converged when |B^T B u - theta u| <= TOL_EPS eps theta. A vector that
  * the estimate called converged but the check did not (the estimate does not see the products'
  * rounding) is polished by power steps; one whose cycle ran out of steps restarts from B^T B u.
@@ -806,7 +885,7 @@ static int leading_pair(const vec *restrict B, int m, int C, int n_vec, const re
     int converged = 0;
     for (int cycle = 0; cycle < MAX_CYCLES; cycle++) {
         if (cycle > 0) stats[STAT_RESTARTS]++;
-        const int reached = lanczos(B, m, n_vec, most, 0.25 * tol, ls, stats);
+        const int reached = lanczos(B, m, n_vec, most, 0.5 * tol, ls, stats);
         double residual = check_vector(B, m, n_vec, ls, &theta, stats);
         if (residual <= tol) {
             converged = 1;
@@ -896,6 +975,7 @@ int64_t ATOMS_NAME(const real *signals, real *dictionary, real *codes, real *sq_
     unsigned char *taken = aligned((size_t)N + 1);
     int *users = NULL; /* each atom's users and their codes, sized by the non-zeros */
     real *values = NULL;
+    int *slot = NULL; /* the non-zeros in row-major order: their positions in values */
     vec *block = NULL; /* exact: the gathered m x Cp block */
     size_t capacity = 0, block_rows = 0;
     lanczos_space ls = {0};
@@ -951,10 +1031,12 @@ int64_t ATOMS_NAME(const real *signals, real *dictionary, real *codes, real *sq_
         if ((size_t)start[K] > capacity) {
             free(users);
             free(values);
+            free(slot);
             capacity = (size_t)start[K];
             users = aligned(capacity * sizeof(int));
             values = aligned(capacity * sizeof(real));
-            if (!users || !values) {
+            slot = aligned(capacity * sizeof(int));
+            if (!users || !values || !slot) {
                 status = -1;
                 goto done;
             }
@@ -969,10 +1051,11 @@ int64_t ATOMS_NAME(const real *signals, real *dictionary, real *codes, real *sq_
             }
         }
         memcpy(count, start, (size_t)K * sizeof(int)); /* fill positions */
-        for (int n = 0; n < N; n++)
+        for (int n = 0, j = 0; n < N; n++)
             for (int k = 0; k < K; k++) {
                 real gk = code[(size_t)n * K + k];
                 if (gk != 0) {
+                    slot[j++] = count[k];
                     users[count[k]] = n;
                     values[count[k]++] = gk;
                 }
@@ -993,17 +1076,7 @@ int64_t ATOMS_NAME(const real *signals, real *dictionary, real *codes, real *sq_
             for (int i = 0; i < m; i++) g_sq += g[i] * g[i];
             if (exact) {
                 /* B = E_U + g d^T, gathered, and start = B^T g on the way. */
-                for (int v = 0; v < n_vec; v++) fresh[v] = (vec){0};
-                for (int i = 0; i < m; i++) {
-                    const vec *restrict row = (const vec *)(E + (size_t)rows[i] * Cp);
-                    vec *restrict b = block + (size_t)i * n_vec;
-                    const vec gi = splat(g[i]);
-                    for (int v = 0; v < n_vec; v++) {
-                        const vec e = row[v] + gi * old_atom[v];
-                        b[v] = e;
-                        fresh[v] += gi * e;
-                    }
-                }
+                gather_block(block, fresh, E, (size_t)n_vec, rows, g, old_atom, m, n_vec);
                 const int solved = leading_pair(block, m, C, n_vec, g, fresh, &ls, (syevr_fn)syevr, stats);
                 if (solved < 0) {
                     status = -1;
@@ -1016,17 +1089,18 @@ int64_t ATOMS_NAME(const real *signals, real *dictionary, real *codes, real *sq_
                         vec *restrict row = (vec *)(E + (size_t)rows[i] * Cp);
                         const vec *restrict b = block + (size_t)i * n_vec;
                         for (int v = 0; v < n_vec; v++) row[v] = b[v];
-                        code[(size_t)rows[i] * K + k] = 0;
+                        g[i] = 0;
                     }
                     continue;
                 }
                 const vec *restrict u = ls.u;
                 for (int i = 0; i < m; i++) {
                     vec *restrict row = (vec *)(E + (size_t)rows[i] * Cp);
+                    if (i + PREFETCH_ROWS < m) prefetch_row(E + (size_t)rows[i + PREFETCH_ROWS] * Cp, Cp, 1);
                     const vec *restrict b = block + (size_t)i * n_vec;
                     const vec s = splat(ls.y[i]);
                     for (int v = 0; v < n_vec; v++) row[v] = b[v] - s * u[v];
-                    code[(size_t)rows[i] * K + k] = ls.y[i];
+                    g[i] = ls.y[i];
                 }
                 for (int v = 0; v < n_vec; v++) old_atom[v] = u[v];
                 continue;
@@ -1046,10 +1120,15 @@ int64_t ATOMS_NAME(const real *signals, real *dictionary, real *codes, real *sq_
                 const real g_new = dot(row, fresh, n_vec) + g[i] * overlap;
                 const vec old_weight = splat(g[i]), new_weight = splat(g_new);
                 for (int v = 0; v < n_vec; v++) row[v] = row[v] + old_weight * old_atom[v] - new_weight * fresh[v];
-                code[(size_t)rows[i] * K + k] = g_new;
+                g[i] = g_new;
             }
             for (int v = 0; v < n_vec; v++) old_atom[v] = fresh[v];
         }
+        /* The new codes go back row by row (each atom's, scattered over N rows of K, would be a cache
+         * miss per user); the supports are those read at the start. */
+        for (int n = 0, j = 0; n < N; n++)
+            for (int k = 0; k < K; k++)
+                if (code[(size_t)n * K + k] != 0) code[(size_t)n * K + k] = values[slot[j++]];
         double total = 0;
         for (int n = 0; n < N; n++) total += dot((const vec *)(E + (size_t)n * Cp), (const vec *)(E + (size_t)n * Cp), n_vec);
         sq_error[p] = (real)total;
@@ -1063,6 +1142,7 @@ done:
     free(start);
     free(users);
     free(values);
+    free(slot);
     free(taken);
     free(block);
     free(ls.basis);
