@@ -140,7 +140,7 @@ def plan_atom_updates(signals: Tensor, n_atoms: int, exact: bool, stream_residua
     if stream_residual is None:
         stream_residual = not exact and signals.device.type == "cpu" and streamed_bytes <= cache_budget
     if not stream_residual:
-        per_location = gathered_bytes_per_location(n_signals, n_atoms, n_features, signals.dtype)
+        per_location = gathered_bytes_per_location(n_signals, n_atoms, n_features, signals.dtype, exact)
         return UpdatePlan(False, location_tiles(n_locations, per_location, max_memory, signals.device))
     budget = cache_budget if max_memory is None else min(cache_budget, max_memory)
     return UpdatePlan(True, location_tiles(n_locations, streamed_bytes, budget, signals.device))
@@ -151,10 +151,14 @@ def tile_cache_budget() -> int:
     return cpu_cache_bytes() // max(1, torch.get_num_threads())
 
 
-def gathered_bytes_per_location(n_signals: int, n_atoms: int, n_features: int, dtype: torch.dtype) -> int:
+def gathered_bytes_per_location(n_signals: int, n_atoms: int, n_features: int, dtype: torch.dtype,
+                                exact: bool = False) -> int:
     """Working memory of the gathered update per location: the residual, each atom's sorted
-    users (int64) and the largest gathered block."""
+    users (int64) and the largest gathered block; the exact pass also keeps a work copy of the
+    residual, the users' row indices (int64) and atom-major codes."""
     itemsize = torch.finfo(dtype).bits // 8
+    if exact:
+        return n_signals * (3 * n_features * itemsize + n_atoms * (17 + itemsize))
     return n_signals * (2 * n_features * itemsize + n_atoms * 10)
 
 

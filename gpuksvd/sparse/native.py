@@ -244,13 +244,14 @@ _LOADED: dict[tuple, Kernels | NativeKernelUnavailable] = {}
 def load(dtype: torch.dtype) -> Kernels:
     """The kernels for ``dtype``, built on first use; raises :class:`NativeKernelUnavailable`.
 
-    The outcome is remembered per (dtype, cache folder, ``$CC``), failures included, so a machine
-    without a compiler pays for one failed attempt per process, not one per tile.
+    The outcome is remembered per (dtype, ``$CC``), failures included, so a machine without a
+    compiler pays for one failed attempt per process, not one per tile; a library once loaded
+    serves the process even if ``$GPUKSVD_CACHE`` changes afterwards (no rebuild in a new folder).
     """
     if dtype not in _DTYPES:
         raise NativeKernelUnavailable(f"the native kernel computes in float32 and float64, not {dtype}")
     folder = kernel_dir().resolve()
-    memo = (dtype, str(folder), os.environ.get("CC"))
+    memo = (dtype, os.environ.get("CC"))
     with _LOCK:  # one build per process even when every tile's thread asks at once
         if memo not in _LOADED:
             try:
