@@ -427,6 +427,19 @@ INLINE real dot(const vec *restrict a, const vec *restrict b, int n_vec) {
     return lanes_sum((s0 + s1) + (s2 + s3));
 }
 
+/* Rows ahead whose cache lines are requested early: users' rows are scattered over the residual,
+ * which does not fit in L2 (3 MB at EN-B6), and each row is a dozen lines. */
+#define PREFETCH_ROWS 4
+
+INLINE void prefetch_row(const real *row, int Cp, int for_write) {
+    for (int c = 0; c < Cp; c += 64 / (int)sizeof(real)) {
+        if (for_write)
+            __builtin_prefetch(row + c, 1);
+        else
+            __builtin_prefetch(row + c, 0);
+    }
+}
+
 /* out[v0 .. v0+NB) = sum_m weight_m E[row_m][v0 .. v0+NB), accumulated in registers. */
 #define DEFINE_GATHER_SUM(NB)                                                                         \
     INLINE void gather_sum_##NB(vec *restrict out, const vec *restrict E, size_t stride,             \
@@ -435,6 +448,9 @@ INLINE real dot(const vec *restrict a, const vec *restrict b, int n_vec) {
         vec acc[NB];                                                                                  \
         for (int b = 0; b < NB; b++) acc[b] = (vec){0};                                               \
         for (int i = 0; i < m; i++) {                                                                 \
+            if (i + PREFETCH_ROWS < m)                                                                \
+                for (int b = 0; b < NB; b++)                                                          \
+                    __builtin_prefetch(E + (size_t)rows[i + PREFETCH_ROWS] * stride + v0 + b, 0);      \
             const vec *restrict row = E + (size_t)rows[i] * stride + v0;                              \
             vec wi = splat(weight[i]);                                                                \
             for (int b = 0; b < NB; b++) acc[b] += wi * row[b];                                       \
@@ -476,19 +492,6 @@ static void gather_sum(vec *restrict out, const vec *restrict E, size_t stride, 
 #undef CASE
         }
         v0 += nb;
-    }
-}
-
-/* Rows ahead whose cache lines are requested early: users' rows are scattered over the residual,
- * which does not fit in L2 (3 MB at EN-B6), and each row is a dozen lines. */
-#define PREFETCH_ROWS 4
-
-INLINE void prefetch_row(const real *row, int Cp, int for_write) {
-    for (int c = 0; c < Cp; c += 64 / (int)sizeof(real)) {
-        if (for_write)
-            __builtin_prefetch(row + c, 1);
-        else
-            __builtin_prefetch(row + c, 0);
     }
 }
 
@@ -1117,6 +1120,7 @@ int64_t ATOMS_NAME(const real *signals, real *dictionary, real *codes, real *sq_
             const real overlap = dot(old_atom, fresh, n_vec); /* d . d' */
             for (int i = 0; i < m; i++) {
                 vec *restrict row = (vec *)(E + (size_t)rows[i] * Cp);
+                if (i + PREFETCH_ROWS < m) prefetch_row(E + (size_t)rows[i + PREFETCH_ROWS] * Cp, Cp, 1);
                 const real g_new = dot(row, fresh, n_vec) + g[i] * overlap;
                 const vec old_weight = splat(g[i]), new_weight = splat(g_new);
                 for (int v = 0; v < n_vec; v++) row[v] = row[v] + old_weight * old_atom[v] - new_weight * fresh[v];
