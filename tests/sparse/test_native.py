@@ -38,22 +38,6 @@ def test_builds_go_to_the_cache_folder_and_are_named_by_source_and_configuration
     assert path.exists()
 
 
-@pytest.mark.slow
-def test_cold_build_prunes_builds_of_other_sources(fresh_cache):
-    fresh_cache.mkdir(parents=True)
-    stale = fresh_cache / f"kernels-{'0' * 16}-f64-{'1' * 16}.so"
-    stale.write_bytes(b"an old build")
-    unrelated = fresh_cache / "notes.txt"
-    unrelated.write_text("not a build")
-    path = native.build(torch.float64)
-    assert path.exists() and not stale.exists() and unrelated.exists()
-    assert [p.name for p in fresh_cache.iterdir() if p.name.endswith(".tmp.so")] == []  # no temporaries left
-    assert native.build(torch.float64) == path  # built once
-    dictionary, signals = random_problem()
-    assert torch.allclose(batch_omp(dictionary, signals, 5, kernel="native"),
-                          batch_omp(dictionary, signals, 5, kernel="torch"), atol=1e-12, rtol=0)
-
-
 _BUILD_SCRIPT = """
 import torch
 from gpuksvd.sparse import batch_omp
@@ -63,9 +47,15 @@ print(int((batch_omp(dictionary, torch.randn(2, 5, 8), 3, kernel="native") != 0)
 
 
 @pytest.mark.slow
-def test_concurrent_first_builds_share_one_cache(fresh_cache):
+def test_concurrent_cold_builds_share_one_cache_and_prune_stale_builds(fresh_cache):
     # Another process and this one build into the same empty cache at the same time: each writes
     # a temporary file and renames it into place, so both load a whole library and one remains.
+    # A build of another source version is removed, other files are left alone.
+    fresh_cache.mkdir(parents=True)
+    stale = fresh_cache / f"kernels-{'0' * 16}-f32-{'1' * 16}.so"
+    stale.write_bytes(b"an old build")
+    unrelated = fresh_cache / "notes.txt"
+    unrelated.write_text("not a build")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     other = subprocess.Popen([sys.executable, "-c", _BUILD_SCRIPT], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -73,8 +63,8 @@ def test_concurrent_first_builds_share_one_cache(fresh_cache):
     out, error = other.communicate(timeout=300)
     assert other.returncode == 0, error
     assert out.strip() == "30"
-    built = sorted(path.name for path in fresh_cache.iterdir())
-    assert built == [ours.name]
+    assert sorted(path.name for path in fresh_cache.iterdir()) == sorted([ours.name, unrelated.name])
+    assert native.build(torch.float32) == ours  # built once
 
 
 def test_no_compiler_warns_once_and_takes_the_torch_path(fresh_cache, monkeypatch):
@@ -126,39 +116,42 @@ def test_tiles_run_concurrently_in_threads():
     assert torch.equal(torch.cat(halves, 1), expected)
 
 
+#: Builds of the kernels' non-AVX-512 code paths: AVX2 (movemask, 256-bit max) and the generic
+#: vector-extension path.
+OTHER_INSTRUCTION_SETS = {"avx2": ("-mno-avx512f", "-DVEC_BYTES=32", "-DMAX_BLOCK=8"),
+                          "generic": ("-mno-avx512f", "-mno-avx2", "-DVEC_BYTES=32", "-DMAX_BLOCK=8")}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("isa_flags", [
-    ("-mno-avx512f", "-DVEC_BYTES=32", "-DMAX_BLOCK=8"),  # AVX2 path (movemask, 256-bit max)
-    ("-mno-avx512f", "-mno-avx2", "-DVEC_BYTES=32", "-DMAX_BLOCK=8"),  # generic vector-extension path
-], ids=["avx2", "generic"])
-def test_other_instruction_sets_give_the_same_results(tmp_path, isa_flags):
-    """The kernels' non-AVX-512 code paths, built here with those instruction sets switched off."""
+def test_other_instruction_sets_give_the_same_results(tmp_path):
+    """The kernels' non-AVX-512 code paths, built here (concurrently) with those instruction sets off."""
     if "avx512f" not in native._cpu_signature()[1].split():
         pytest.skip("this CPU builds the AVX2 or generic path already")
-    library = tmp_path / "variant.so"
-    subprocess.run(["gcc", *native.BASE_FLAGS, *isa_flags, "-DKERNEL_DOUBLE=1", "-o", str(library),
-                    str(native.SOURCE)], check=True)
-    variant = ctypes.CDLL(str(library))
-    omp_kernel, atoms_kernel = variant.gpuksvd_omp_f64, variant.gpuksvd_atoms_f64
+    libraries = {name: tmp_path / f"{name}.so" for name in OTHER_INSTRUCTION_SETS}
+    builds = [subprocess.Popen(["gcc", *native.BASE_FLAGS, *flags, "-DKERNEL_DOUBLE=1", "-o", str(libraries[name]),
+                                str(native.SOURCE)]) for name, flags in OTHER_INSTRUCTION_SETS.items()]
+    assert [build.wait(timeout=300) for build in builds] == [0] * len(builds)
     loaded = native.load(torch.float64)
-    omp_kernel.argtypes, omp_kernel.restype = loaded.omp.argtypes, loaded.omp.restype
-    atoms_kernel.argtypes, atoms_kernel.restype = loaded.atoms.argtypes, loaded.atoms.restype
     dictionary, signals = random_problem()
     gram, projections = dictionary @ dictionary.mT, signals @ dictionary.mT
     expected, _ = native.omp(gram, projections, 9)
-    codes = torch.empty_like(projections)
-    omp_kernel(gram.data_ptr(), projections.data_ptr(), None, 0.0, 4, 80, 37, 9, codes.data_ptr())
-    assert torch.allclose(codes, expected, atol=1e-12, rtol=0)
+    reference = {}
     for exact in (False, True):
-        results = []
-        for kernel in ("variant", "native"):
+        atoms, new_codes, sq_error = dictionary.clone(), expected.clone(), torch.empty(4, dtype=torch.float64)
+        native.update_atoms(signals, atoms, new_codes, sq_error, exact, False)
+        reference[exact] = atoms, new_codes
+    for name, library in libraries.items():
+        variant = ctypes.CDLL(str(library))
+        omp_kernel, atoms_kernel = variant.gpuksvd_omp_f64, variant.gpuksvd_atoms_f64
+        omp_kernel.argtypes, omp_kernel.restype = loaded.omp.argtypes, loaded.omp.restype
+        atoms_kernel.argtypes, atoms_kernel.restype = loaded.atoms.argtypes, loaded.atoms.restype
+        codes = torch.empty_like(projections)
+        omp_kernel(gram.data_ptr(), projections.data_ptr(), None, 0.0, 4, 80, 37, 9, codes.data_ptr())
+        assert torch.allclose(codes, expected, atol=1e-12, rtol=0), name
+        for exact in (False, True):
             atoms, new_codes, sq_error = dictionary.clone(), expected.clone(), torch.empty(4, dtype=torch.float64)
-            if kernel == "variant":
-                stats = (ctypes.c_int64 * 4)()
-                assert atoms_kernel(signals.data_ptr(), atoms.data_ptr(), new_codes.data_ptr(), sq_error.data_ptr(),
-                                    4, 80, 37, 24, int(exact), 0, loaded.syevr, stats) == 0
-            else:
-                native.update_atoms(signals, atoms, new_codes, sq_error, exact, False)
-            results.append((atoms, new_codes))
-        assert torch.allclose(results[0][0], results[1][0], atol=1e-10)
-        assert torch.allclose(results[0][1], results[1][1], atol=1e-10)
+            stats = (ctypes.c_int64 * len(native.EXACT_STATS))()
+            assert atoms_kernel(signals.data_ptr(), atoms.data_ptr(), new_codes.data_ptr(), sq_error.data_ptr(),
+                                4, 80, 37, 24, int(exact), 0, loaded.syevr, stats) == 0
+            assert torch.allclose(atoms, reference[exact][0], atol=1e-10), (name, exact)
+            assert torch.allclose(new_codes, reference[exact][1], atol=1e-10), (name, exact)
