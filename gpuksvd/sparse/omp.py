@@ -163,28 +163,32 @@ def omp_tiles(n_locations: int, n_signals: int, n_atoms: int, n_nonzero: int, dt
     return signal_tiles(n_locations, n_signals, tile)
 
 
-#: Tiles per thread that the native kernel's OMP aims for, so that no core idles at the end.
+#: Signals per native OMP tile: about 10-20 ms of work at the paper's scales, so that the tiles
+#: balance the cores (also against other programs' load) while the per-tile overhead (the Python
+#: call, the tile's Gram matrix) stays below 1 %.
+NATIVE_TILE = 1024
+#: Tiles per thread the native OMP aims for on small problems, down to :data:`MIN_NATIVE_TILE`.
 NATIVE_TILES_PER_THREAD = 4
-#: Fewest signals in a native OMP tile (each tile also forms its locations' Gram matrix).
+#: Fewest signals in a native OMP tile.
 MIN_NATIVE_TILE = 256
 
 
 def native_tiles(n_locations: int, n_signals: int, n_atoms: int, dtype: torch.dtype, max_memory: int | None,
                  device: torch.device) -> list[tuple[slice, slice]]:
-    """Tiles for the native OMP kernel: at most one location each, at least
-    :data:`NATIVE_TILES_PER_THREAD` per thread (locations are split into signal tiles of at least
-    :data:`MIN_NATIVE_TILE` when there are too few), within the memory budget.
+    """Tiles for the native OMP kernel: each location's signals in equal parts of at most
+    :data:`NATIVE_TILE` (smaller, down to :data:`MIN_NATIVE_TILE`, when that gives fewer than
+    :data:`NATIVE_TILES_PER_THREAD` tiles per thread), within the memory budget.
 
     The kernel keeps each pursuit in cache, so a tile's size no longer buys speed (the torch path's
-    :data:`MIN_CPU_TILE` amortised per-operation overhead): only balance between cores matters
+    :data:`MIN_CPU_TILE` amortised per-operation overhead): only balance between the cores matters
     (``benchmarks/RESULTS.md``, "The native CPU kernel").
     """
     itemsize = torch.finfo(dtype).bits // 8
     per_location = (2 * n_signals * n_atoms + n_atoms * n_atoms) * itemsize  # projections, codes, Gram
     fits = resolve_budget(max_memory, device) * n_signals // max(1, per_location)
     wanted = NATIVE_TILES_PER_THREAD * max(1, torch.get_num_threads())
-    balanced = max(MIN_NATIVE_TILE, -(-n_locations * n_signals // wanted))
-    return signal_tiles(n_locations, n_signals, max(1, min(fits, balanced, n_signals)))
+    balanced = max(MIN_NATIVE_TILE, min(NATIVE_TILE, -(-n_locations * n_signals // wanted)))
+    return signal_tiles(n_locations, n_signals, max(1, min(fits, balanced)))
 
 
 def omp_bytes_per_location(n_signals: int, n_atoms: int, n_nonzero: int, dtype: torch.dtype) -> int:
