@@ -660,8 +660,9 @@ static double top_eigenpair(double *restrict a, int n, double *restrict vectors,
 #define MAX_LANCZOS 48
 /* Cycles (Lanczos run, explicit check, restart from the checked vector) before the LAPACK fallback. */
 #define MAX_CYCLES 4
-/* Convergence: |B^T B u - theta u| <= TOL_EPS eps theta (the rounding floor of the check is 1-2 eps;
- * 8 eps gives atoms as close to a float64 SVD as float32 LAPACK's own, 64 eps was ~10x further). */
+/* Convergence: |B^T B u - theta u| <= TOL_EPS eps theta. 8 eps gives atoms as close to a float64 SVD
+ * as float32 LAPACK's own (64 eps was ~10x further, exact_peers prototype); the check's own rounding
+ * floor is 1-3 eps in float32 and up to ~10 eps in float64 at M ~ 900 (FLOOR_FACTOR below). */
 #define TOL_EPS 8
 
 /* LAPACK ?syevr as scipy.linalg.cython_lapack exports it (Fortran arguments by pointer). */
