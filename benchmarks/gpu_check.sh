@@ -14,6 +14,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -m pytest -q -p no:cacheprovider tests/sparse tests/detector 2>&1 | tee "$OUT/tests.log"
 # CPU side: 2 locations per core, so that all 16 cores work as they do in a real fit; the CPU peers
 # that the image has (scikit-learn; dictlearn and SPAMS only if installed) on one process per core.
-python3 benchmarks/ksvd_speed.py --cpu-locations 32 --torch-locations 16 --repeat 2 2>&1 | tee "$OUT/ksvd_speed.log"
+python3 benchmarks/ksvd_speed.py --cpu-locations 32 --torch-locations 32 --repeat 2 2>&1 | tee "$OUT/ksvd_speed.log"
 python3 benchmarks/pipeline_speed.py --num-workers 8 2>&1 | grep -v "it/s]" | tee "$OUT/pipeline_speed.log"
 cp benchmarks/RESULTS.md "$OUT/RESULTS.md"

@@ -164,8 +164,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--cpu-locations", type=int, default=6 * n_threads,
                         help="locations timed with the native kernel, scaled to P (default: 6 per torch thread, "
                              "so that every core gets several tiles)")
-    parser.add_argument("--torch-locations", type=int, default=2 * n_threads,
-                        help="locations timed with the torch kernel on the CPU (0: skip it)")
+    parser.add_argument("--torch-locations", type=int, default=6 * n_threads,
+                        help="locations timed with the torch kernel on the CPU (0: skip it; default as the "
+                             "native kernel's, the tiles the earlier tables of this file measured)")
     parser.add_argument("--torch-scales", nargs="*", default=["en_b6", "rn18_l3"], choices=list(SCALES),
                         help="scales where the CPU's torch kernel is timed too (WRN50: minutes per location)")
     parser.add_argument("--repeat", type=int, default=3, help="timed iterations; the fastest is reported")
