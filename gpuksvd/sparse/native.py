@@ -132,7 +132,11 @@ def _compiler_version(compiler: str) -> str:
 
 def source_hash() -> str:
     """First 16 hex digits of the source's SHA-256: builds with another one are stale."""
-    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    try:
+        return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    except OSError as error:
+        raise NativeKernelUnavailable(f"the native kernel's source {SOURCE} is missing from this installation "
+                                      f"({error}): reinstall gpuksvd (it is package data)") from error
 
 
 def library_path(dtype: torch.dtype, folder: Path | None = None) -> tuple[Path, str, tuple[str, ...]]:
