@@ -1,21 +1,30 @@
-"""Time one K-SVD iteration (Batch-OMP + all atom updates) at the paper's scales.
+"""Time one K-SVD iteration (Batch-OMP + all atom updates) at the paper's scales, against CPU peers.
 
-    python benchmarks/ksvd_speed.py                         # CPU (+ CUDA when available), all scales
-    python benchmarks/ksvd_speed.py --scales en_b6 --cpu-locations 8 --sklearn-locations 2
+    python benchmarks/ksvd_speed.py --scales en_b6 rn18_l3          # the issue-15 table (CPU)
+    python benchmarks/ksvd_speed.py --scales wrn50_l3 --cpu-locations 2 --repeat 1
+    python benchmarks/ksvd_speed.py                                  # CPU (+ CUDA when available), all scales
 
-For each scale it times gpuksvd on the CPU and, when available, on CUDA (OMP and atom updates
-separately, one iteration, after a warm-up), scikit-learn's ``orthogonal_mp_gram`` plus a
-per-location NumPy atom update on a few locations (the reference a practitioner would write),
-and prints the GPU/CPU ratio. CPU and scikit-learn times are measured on a subset of the
-locations and scaled to all P (locations are independent problems, processed one chunk after
-another on the CPU); the table says how many were measured. It also prints the arithmetic and
-memory-traffic floor of one iteration and appends everything to ``benchmarks/RESULTS.md`` with
-the date, the machine and the git commit.
+For each scale it times, in one run:
+
+* gpuksvd with ``kernel="auto"`` (the native C kernel on the CPU, torch on CUDA): OMP, the
+  approximate and the exact atom-update pass, one iteration each (best of ``--repeat`` after a
+  warm-up), and their ratio exact / approximate per iteration;
+* on the CPU also the torch path (``kernel="torch"``), so that the native kernel's gain shows;
+* the CPU peers of ``benchmarks/peers.py`` that are installed (``pip install -e ".[bench]"``;
+  the others are skipped with a note): scikit-learn, SPAMS, dictlearn AK-SVD and K-SVD, each as
+  users would run it in parallel, one single-threaded process per core;
+
+and prints each gpuksvd CPU row's speed-up over the fastest peer. CPU times are measured on a
+subset of the locations and scaled to all P (locations are independent problems); the table says
+how many. It also prints the arithmetic and memory-traffic floor of the torch path's iteration,
+and appends everything to ``benchmarks/RESULTS.md`` with the date, the machine, its load and the
+git commit.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import subprocess
 import sys
@@ -23,11 +32,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.peers import PEERS, Problem, available_peers, time_peer  # noqa: E402
 from gpuksvd.sparse import batch_omp, initial_dictionary, update_atoms  # noqa: E402
+from gpuksvd.sparse.dispatch import resolve_kernel  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -48,9 +58,11 @@ SCALES = {
     "wrn50_l3": Scale("wrn50_l3", "WRN50 layer3", 196, 1024, 3629, 256),
 }
 
+ATOM_UPDATES = ("approximate", "exact")
+
 
 def floor(scale: Scale) -> dict:
-    """Operations and memory traffic of one iteration of the algorithm as implemented.
+    """Operations and memory traffic of one iteration of the torch path's algorithm.
 
     Per signal, OMP needs the projections (K·C multiply-adds), per step k an embedding-bag sum
     of k+1 Gram rows ((k+1)·K) and two k×k triangular products (2·k²): K·C + T²K/2 + 2T³/3 in
@@ -73,61 +85,42 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_gpuksvd(scale: Scale, device: torch.device, n_locations: int, repeat: int = 3, factor: str = "auto",
-                 streamed: bool | None = None, dtype=torch.float32) -> dict:
-    """Seconds for one iteration on ``n_locations`` locations, OMP and atom updates apart (best of ``repeat``).
+def time_gpuksvd(scale: Scale, device: torch.device, n_locations: int, repeat: int = 3, kernel: str = "auto",
+                 factor: str = "auto", streamed: bool | None = None, dtype=torch.float32) -> dict:
+    """Seconds of OMP and of each atom-update pass on ``n_locations`` locations (each the best of
+    ``repeat`` after a warm-up: on a shared machine, noise only ever adds time).
 
-    ``factor`` ("matrices" or "signals-last") and ``streamed`` override the library's choices
-    for the device (``factor_layout`` and ``stream_residual`` of the public functions), to
-    compare the alternatives on it. OMP and the atom updates are split into tiles as ksvd()
-    splits them.
+    Each repeat codes the signals once, then runs the approximate and the exact pass on copies of
+    the same dictionary and codes, so the two updates start from the same state. ``factor`` and
+    ``streamed`` override the torch kernel's choices (``factor_layout``, ``stream_residual``).
     """
     gen = torch.Generator().manual_seed(0)
     signals = torch.randn(n_locations, scale.n_signals, scale.n_features, generator=gen).to(device, dtype)
     dictionary = initial_dictionary("dct", n_locations, scale.n_features, scale.n_features, dtype=dtype, device=device)
+    torch_options = {} if kernel != "torch" else {"stream_residual": streamed}
+    omp_options = {} if kernel != "torch" else {"factor_layout": factor}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def one_iteration() -> tuple[float, float]:
+    def timed(function, *args, **kwargs):
         _sync(device)
         start = time.perf_counter()
-        codes = batch_omp(dictionary, signals, scale.n_nonzero, factor_layout=factor)
+        result = function(*args, **kwargs)
         _sync(device)
-        middle = time.perf_counter()
-        update_atoms(signals, dictionary, codes, stream_residual=streamed)
-        _sync(device)
-        return middle - start, time.perf_counter() - middle
+        return time.perf_counter() - start, result
 
-    one_iteration()  # warm-up: CUDA kernels and allocator, the CPU's first touch of fresh memory
-    # Best of `repeat`: on a shared machine, noise only ever adds time.
-    omp_s, update_s = min((one_iteration() for _ in range(repeat)), key=sum)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return {"omp": omp_s, "update": update_s, "peak_bytes": peak}
-
-
-def time_sklearn(scale: Scale, n_locations: int) -> float:
-    """Seconds for one iteration of per-location scikit-learn OMP + a NumPy atom-update loop."""
-    from sklearn.linear_model import orthogonal_mp_gram
-
-    rng = np.random.default_rng(0)
-    total = 0.0
-    for _ in range(n_locations):
-        signals = rng.standard_normal((scale.n_signals, scale.n_features)).astype(np.float32)
-        dictionary = initial_dictionary("dct", 1, scale.n_features, scale.n_features)[0].numpy()
-        start = time.perf_counter()
-        gram = dictionary @ dictionary.T
-        codes = orthogonal_mp_gram(gram, dictionary @ signals.T, n_nonzero_coefs=scale.n_nonzero).T
-        for k in range(dictionary.shape[0]):  # approximate K-SVD atom update, one atom at a time
-            users = np.flatnonzero(codes[:, k])
-            if users.size == 0:
-                continue
-            error = signals[users] - codes[users] @ dictionary + np.outer(codes[users, k], dictionary[k])
-            atom = error.T @ codes[users, k]
-            atom /= np.linalg.norm(atom)
-            dictionary[k] = atom
-            codes[users, k] = error @ atom
-        total += time.perf_counter() - start
-    return total
+    best = {"omp": float("inf"), **{name: float("inf") for name in ATOM_UPDATES}}
+    for attempt in range(repeat + 1):  # the first is the warm-up: kernels, allocator, first touch
+        seconds, codes = timed(batch_omp, dictionary, signals, scale.n_nonzero, kernel=kernel, **omp_options)
+        measured = {"omp": seconds}
+        for atom_update in ATOM_UPDATES:
+            atoms, atom_codes = dictionary.clone(), codes.clone()
+            measured[atom_update], _ = timed(update_atoms, signals, atoms, atom_codes, atom_update=atom_update,
+                                             kernel=kernel, **(torch_options if atom_update == "approximate" else {}))
+        if attempt:
+            best = {name: min(best[name], measured[name]) for name in best}
+    best["peak_bytes"] = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return best
 
 
 def machine() -> str:
@@ -156,51 +149,83 @@ def commit() -> str:
         return "unknown"
 
 
+def load_average() -> str:
+    try:
+        return "/".join(f"{value:.1f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> str:
+    n_threads = torch.get_num_threads()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", nargs="+", default=list(SCALES), choices=list(SCALES))
     parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    parser.add_argument("--cpu-locations", type=int, default=6 * torch.get_num_threads(),
-                        help="locations timed on the CPU, scaled to P (default: 6 per torch thread, so that "
-                             "every core gets whole tiles and update groups)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed iterations per device; the fastest is reported")
-    parser.add_argument("--sklearn-scales", nargs="+", default=list(SCALES), choices=list(SCALES),
-                        help="scales with a scikit-learn reference (WRN50: ~2 minutes per location)")
-    parser.add_argument("--sklearn-locations", type=int, default=1, help="locations timed with scikit-learn (0: skip)")
+    parser.add_argument("--cpu-locations", type=int, default=6 * n_threads,
+                        help="locations timed with the native kernel, scaled to P (default: 6 per torch thread, "
+                             "so that every core gets several tiles)")
+    parser.add_argument("--torch-locations", type=int, default=6 * n_threads,
+                        help="locations timed with the torch kernel on the CPU (0: skip it; default as the "
+                             "native kernel's, the tiles the earlier tables of this file measured)")
+    parser.add_argument("--torch-scales", nargs="*", default=["en_b6", "rn18_l3"], choices=list(SCALES),
+                        help="scales where the CPU's torch kernel is timed too (WRN50: minutes per location)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed iterations; the fastest is reported")
+    parser.add_argument("--peer-scales", nargs="*", default=["en_b6", "rn18_l3"], choices=list(SCALES),
+                        help="scales with the CPU peers (WRN50: minutes per location)")
+    parser.add_argument("--peers", nargs="+", default=None, choices=list(PEERS),
+                        help="peers to time (default: every installed one)")
+    parser.add_argument("--peer-processes", type=int, default=os.cpu_count() or 1,
+                        help="single-threaded peer processes, one per core (default: the CPU count)")
+    parser.add_argument("--peer-locations", type=int, default=None,
+                        help="locations timed per peer (default: one per process)")
     parser.add_argument("--cuda-alternative-scales", nargs="*", default=["en_b6", "rn18_l3"], choices=list(SCALES),
-                        help="scales where CUDA is also timed with the CPU's choices (signals-last factor, streamed "
-                             "atom updates), to see which is faster on the GPU")
+                        help="scales where CUDA is also timed with the CPU's torch choices (signals-last factor, "
+                             "streamed atom updates), to see which is faster on the GPU")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
     args = parser.parse_args(argv)
+    peers, missing = available_peers()
+    peers = [peer for peer in (args.peers or peers) if peer in peers]
+    for note in missing:
+        print(f"peer skipped: {note}", flush=True)
+    peer_locations = args.peer_locations or args.peer_processes
+    load_start = load_average()
 
     rows = []
     for name in args.scales:
         scale = SCALES[name]
-        row = {"scale": scale, "floor": floor(scale)}
+        row = {"scale": scale, "floor": floor(scale), "gpuksvd": [], "peers": []}
         for device_name in args.devices:
             device = torch.device(device_name)
-            measured = scale.n_locations if device.type == "cuda" else min(args.cpu_locations, scale.n_locations)
-            timing = time_gpuksvd(scale, device, measured, args.repeat)
-            factor = scale.n_locations / measured
-            row[device.type] = {"omp": timing["omp"] * factor, "update": timing["update"] * factor,
-                                "measured": measured, "peak_bytes": timing["peak_bytes"]}
-            print(f"{scale.label} on {device_name}: OMP {row[device.type]['omp']:.3f} s, "
-                  f"atoms {row[device.type]['update']:.3f} s (measured on {measured} of {scale.n_locations} locations)",
-                  flush=True)
+            runs = [("auto", None, "auto", scale.n_locations if device.type == "cuda" else args.cpu_locations)]
+            if device.type == "cpu" and args.torch_locations > 0 and name in args.torch_scales:
+                runs.append(("torch", None, "auto", args.torch_locations))
             if device.type == "cuda" and name in args.cuda_alternative_scales:
-                # OMP and atom updates are timed apart, so one run gives both alternatives.
-                timing = time_gpuksvd(scale, device, measured, args.repeat, factor="signals-last", streamed=True)
-                row["cuda_alternatives"] = {"omp": timing["omp"], "update": timing["update"], "measured": measured,
-                                            "peak_bytes": timing["peak_bytes"]}
-                print(f"{scale.label} on {device_name}, signals-last factor: OMP {timing['omp']:.3f} s; "
-                      f"streamed atom updates: {timing['update']:.3f} s", flush=True)
-        if args.sklearn_locations > 0 and name in args.sklearn_scales:
-            row["sklearn"] = time_sklearn(scale, args.sklearn_locations) * scale.n_locations / args.sklearn_locations
-            row["sklearn_measured"] = args.sklearn_locations
-            print(f"{scale.label} scikit-learn reference: {row['sklearn']:.1f} s", flush=True)
+                runs.append(("torch", True, "signals-last", scale.n_locations))
+            for kernel, streamed, factor, measured in runs:
+                measured = min(measured, scale.n_locations)
+                timing = time_gpuksvd(scale, device, measured, args.repeat, kernel=kernel, factor=factor,
+                                      streamed=streamed)
+                scaled = {key: timing[key] * scale.n_locations / measured for key in ("omp", *ATOM_UPDATES)}
+                resolved = resolve_kernel(kernel, torch.empty(0, device=device))
+                label = f"auto ({resolved})" if kernel == "auto" else kernel
+                if streamed:
+                    label = "torch: signals-last factor, streamed updates"
+                row["gpuksvd"].append({"device": device.type, "kernel": label, "measured": measured,
+                                       "peak_bytes": timing["peak_bytes"], **scaled})
+                print(f"{scale.label} on {device_name}, kernel {label}: OMP {scaled['omp']:.2f} s, atoms approximate "
+                      f"{scaled['approximate']:.2f} s / exact {scaled['exact']:.2f} s (measured on {measured} of "
+                      f"{scale.n_locations} locations)", flush=True)
+        if name in args.peer_scales:
+            problem = Problem(scale.n_locations, scale.n_features, scale.n_signals, scale.n_nonzero)
+            for peer in peers:
+                timing = time_peer(peer, problem, peer_locations, args.peer_processes)
+                row["peers"].append(timing)
+                print(f"{scale.label} peer {PEERS[peer][3]}: {timing.seconds:.1f} s per iteration (CPU-based "
+                      f"{timing.cpu_seconds:.1f} s; {peer_locations} locations on {args.peer_processes} processes)",
+                      flush=True)
         rows.append(row)
 
-    table = render(rows, args.repeat)
+    table = render(rows, args, missing, load_start)
     print(table)
     if not args.no_write:
         with open(RESULTS, "a") as stream:
@@ -209,42 +234,46 @@ def main(argv: list[str] | None = None) -> str:
     return table
 
 
-def render(rows: list[dict], repeat: int) -> str:
+def render(rows: list[dict], args: argparse.Namespace, missing: list[str], load_start: str) -> str:
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     lines = [
         f"### ksvd_speed.py — {stamp} — commit {commit()}",
         "",
-        f"Machine: {machine()}. One K-SVD iteration = Batch-OMP + all atom updates, all P locations, float32, "
-        "random signals, DCT-initialised square dictionaries; gpuksvd times are the best of "
-        f"{repeat} iterations after a warm-up one. CPU and scikit-learn times are measured on the "
-        "stated number of locations and scaled to P.",
+        f"Machine: {machine()}; load average (1/5/15 min) {load_start} at the start, {load_average()} at the end. "
+        "One K-SVD iteration = Batch-OMP + one atom-update pass over all P locations, float32 (peers: their "
+        "dtype), random Gaussian signals, DCT-initialised square dictionaries. gpuksvd times are the best of "
+        f"{args.repeat} iterations after a warm-up, CPU ones measured on the stated number of locations and "
+        "scaled to P. Peers: one single-threaded process per core, one iteration per location, wall time "
+        "scaled to P (CPU-based: the workers' CPU time, what an idle machine would give). 'vs fastest peer': "
+        "the fastest peer's iteration time (wall) over gpuksvd's.",
         "",
-        "| scale (P, C=K, N, T) | device | OMP s | atom updates s | iteration s | peak GPU mem | GPU/CPU | floor (GFLOP / GB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| scale (P, C=K, N, T) | device | kernel | OMP s | approximate: atoms s | iteration s | exact: atoms s "
+        "| iteration s | exact / approximate | vs fastest peer (approximate / exact) | peak GPU mem |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        scale, fl = row["scale"], row["floor"]
+        scale = row["scale"]
         dims = f"{scale.label} ({scale.n_locations}, {scale.n_features}, {scale.n_signals}, {scale.n_nonzero})"
-        cpu_total = row["cpu"]["omp"] + row["cpu"]["update"] if "cpu" in row else None
-        floor_text = f"{fl['omp_gflop'] + fl['update_gflop']:.0f} / {fl['omp_gb'] + fl['update_gb']:.0f}"
-        for device in ("cpu", "cuda", "cuda_alternatives"):
-            if device not in row:
-                continue
-            timing = row[device]
-            total = timing["omp"] + timing["update"]
-            peak = f"{timing['peak_bytes'] / 2**30:.1f} GiB" if timing["peak_bytes"] else "–"
-            on_gpu = device.startswith("cuda")
-            ratio = f"{cpu_total / total:.0f}x" if on_gpu and cpu_total else "–"
-            if on_gpu and "sklearn" in row:
-                ratio += f" ({row['sklearn'] / total:.0f}x vs scikit-learn)"
-            where = {"cuda_alternatives": "cuda: OMP with signals-last factor, streamed atom updates"}.get(device, device)
-            if timing["measured"] != scale.n_locations:
-                where += f" ({timing['measured']} loc.)"
-            lines.append(f"| {dims} | {where} | {timing['omp']:.3f} | {timing['update']:.3f} | {total:.3f} | {peak} | "
-                         f"{ratio} | {floor_text} |")
-        if "sklearn" in row:
-            lines.append(f"| {dims} | scikit-learn + NumPy ({row['sklearn_measured']} loc.) | – | – | "
-                         f"{row['sklearn']:.1f} | – | – | |")
+        fastest = min((timing.seconds for timing in row["peers"]), default=None)
+        for run in row["gpuksvd"]:
+            approximate, exact = run["omp"] + run["approximate"], run["omp"] + run["exact"]
+            where = run["device"] + (f" ({run['measured']} loc.)" if run["measured"] != scale.n_locations else "")
+            versus = f"{fastest / approximate:.1f}x / {fastest / exact:.1f}x" if fastest else "–"
+            peak = f"{run['peak_bytes'] / 2**30:.1f} GiB" if run["peak_bytes"] else "–"
+            lines.append(f"| {dims} | {where} | {run['kernel']} | {run['omp']:.2f} | {run['approximate']:.2f} | "
+                         f"{approximate:.2f} | {run['exact']:.2f} | {exact:.2f} | {exact / approximate:.2f} | "
+                         f"{versus} | {peak} |")
+        for timing in row["peers"]:
+            _, dtype, _, label, atom_update = PEERS[timing.peer]
+            column = f"{timing.seconds:.1f} (CPU-based {timing.cpu_seconds:.1f})"
+            cells = f"{column} | – | – " if atom_update == "approximate" else f"– | – | {column} "
+            lines.append(f"| {dims} | cpu ({timing.n_timed} loc., {timing.n_processes} processes) | peer: {label}, "
+                         f"{dtype} | – | – | {cells}| – | – | – |")
+        fl = row["floor"]
+        lines.append(f"| {dims} | floor of the torch path | | | | {fl['omp_gflop'] + fl['update_gflop']:.0f} GFLOP / "
+                     f"{fl['omp_gb'] + fl['update_gb']:.0f} GB | | | | | |")
+    if missing:
+        lines += ["", "Peers not timed: " + "; ".join(missing) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -72,10 +72,13 @@ def test_no_import_circles_between_modules():
 
 
 def test_the_engine_imports_nothing_of_the_other_sub_packages():
+    # Except the leaf module gpuksvd.files: the native kernel is built into its cache folder.
     for name, path in MODULES.items():
         if not name.startswith("gpuksvd.sparse"):
             continue
-        for target, _ in imports(path, top_level_only=False):
+        for target, names in imports(path, top_level_only=False):
+            if target == "gpuksvd.files" or (target == "gpuksvd" and names == ["files"]):
+                continue
             assert not target.startswith("gpuksvd.") or target.startswith("gpuksvd.sparse"), (name, target)
             assert target.split(".")[0] not in ("timm", "hydra", "omegaconf", "PIL", "torchvision"), (name, target)
 

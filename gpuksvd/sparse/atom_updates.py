@@ -2,19 +2,31 @@
 
 Each atom is updated from the residual rows of the signals that use it (about T/K of them), one
 atom after another (each update sees the previous ones), for all locations at once. The residual
-``E = X − Γ D`` is kept and updated by rank-2 corrections, so an atom update costs a few passes
-over E instead of recomputing it. Two ways to get there, with the same result up to rounding
-order:
+``E = X − Γ D`` is kept and updated by low-rank corrections, so an atom update costs a few passes
+over E instead of recomputing it.
+
+Two updates (``atom_update``): ``"approximate"`` takes one power step from the old codes
+(Rubinstein, Zibulevsky & Elad 2008, Alg. 5); ``"exact"`` the leading singular pair of the
+atom's restricted residual ``E_k = E + γ_k d_kᵀ`` (Aharon, Elad & Bruckstein 2006), found by a
+checked iteration from the approximate direction (:mod:`~gpuksvd.sparse.leading_pair`), with the
+sign ``⟨γ_new, γ_old⟩ ≥ 0``.
+
+Two kernels (``kernel``, :mod:`~gpuksvd.sparse.dispatch`): the native C kernel
+(:mod:`~gpuksvd.sparse.native`) runs a location's whole pass on its users' rows, one location per
+tile; the torch path batches the locations of a tile and reaches the residual in one of two ways,
+with the same result up to rounding order:
 
 * gathered: copy the users' rows into a compact block, work there, scatter them back. It moves
   about T/K of the residual per atom, which is what counts on a GPU and whenever the residual
-  does not fit in cache.
+  does not fit in cache. The exact update always gathers.
 * streamed (approximate update on the CPU, when a tile's residual fits in its share of the
   last-level cache): work on all N rows with the non-users' codes at zero. Four times the
   arithmetic, but no gathers, scatters or sorting, and the residual stays in cache.
 
-The measurements behind the choice are in ``benchmarks/RESULTS.md`` ("Design measurements").
-Dead atoms (used by no signal at a location) are replaced by the worst-represented signal.
+The measurements behind the choices are in ``benchmarks/RESULTS.md`` ("Design measurements").
+Dead atoms (used by no signal at a location) are replaced by the worst-represented signal
+(``dead_atoms="replace"``, as scikit-learn), or left as they are (``"keep"``, as the PSDL
+authors' ``sparselandtools`` ``ApproximateKSVD``).
 """
 from __future__ import annotations
 
@@ -23,15 +35,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .checks import ATOM_UPDATES, check_atom_update, check_codes, check_dictionary, check_signal_shape
+from . import native
+from .checks import (ATOM_UPDATES, check_atom_update, check_codes, check_dead_atoms, check_dictionary,
+                     check_signal_shape)
+from .dispatch import check_torch_only, resolve_kernel
+from .leading_pair import PowerHint, leading_pair
 from .tiling import cpu_cache_bytes, location_tiles, run_tiles
 
-__all__ = ["ATOM_UPDATES", "UpdatePlan", "plan_atom_updates", "reconstruction_errors", "run_update_pass",
-           "update_atoms", "update_tile"]
+__all__ = ["ATOM_UPDATES", "UpdatePlan", "list_users", "plan_atom_updates", "reconstruction_errors",
+           "run_update_pass", "update_atoms", "update_tile"]
 
 
 def update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, *, atom_update: str = "approximate",
-                 stream_residual: bool | None = None, max_memory: int | None = None) -> Tensor:
+                 dead_atoms: str = "replace", kernel: str = "auto", stream_residual: bool | None = None,
+                 max_memory: int | None = None) -> Tensor:
     """One K-SVD atom-update pass over every location, in place on ``dictionary`` and ``codes``.
 
     Parameters
@@ -42,10 +59,21 @@ def update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, *, atom_upd
     codes : Tensor of shape (P, N, K), updated in place
         The codes of ``signals`` (their supports fix which signals use which atom).
     atom_update : {"approximate", "exact"}
-        One power step per atom, or the leading singular pair of its restricted residual.
+        ``"approximate"``: one power step per atom, ``d ∝ E_kᵀγ_k`` then ``γ_k = E_k d``.
+        ``"exact"``: the leading singular pair of the restricted residual ``E_k`` (never increases
+        the error), to ``‖E_kᵀE_k d − σ²d‖ ≤ 8·eps·σ²`` (LAPACK's eigensolver decides ties and
+        near-ties). Sign convention: ``⟨γ_new, γ_old⟩ ≥ 0``, the approximate update's direction,
+        on every kernel and device.
+    dead_atoms : {"replace", "keep"}
+        An atom that no signal uses at a location is replaced by the worst-represented signal not
+        taken by another dead atom (``"replace"``), or left unchanged (``"keep"``).
+    kernel : {"auto", "torch", "native"}
+        Implementation (:mod:`~gpuksvd.sparse.dispatch`); ``"auto"``: the native C kernel for
+        CPU float32/float64 tensors when it builds, torch elsewhere. Same results up to rounding.
     stream_residual : bool, optional
-        Stream the whole residual (approximate updates only) instead of gathering each atom's
-        users; by default when a tile's residual fits in its share of the CPU's last-level cache.
+        Torch kernel only: stream the whole residual (approximate updates only) instead of
+        gathering each atom's users; by default when a tile's residual fits in its share of the
+        CPU's last-level cache.
     max_memory : int, optional
         Working-memory budget in bytes per tile of locations (see :func:`~gpuksvd.sparse.batch_omp`).
 
@@ -57,25 +85,45 @@ def update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, *, atom_upd
     dictionary = check_dictionary(dictionary, signals)
     check_codes(codes, signals, dictionary.shape[1])
     check_atom_update(atom_update)
-    plan = plan_atom_updates(signals, dictionary.shape[1], atom_update == "exact", stream_residual, max_memory)
+    check_dead_atoms(dead_atoms)
+    kernel = resolve_kernel(kernel, signals)
+    check_torch_only(kernel, stream_residual=stream_residual is not None)
+    plan = plan_atom_updates(signals, dictionary.shape[1], atom_update == "exact", stream_residual, max_memory,
+                             kernel=kernel)
     sq_error = signals.new_empty(signals.shape[0])
-    run_update_pass(signals, dictionary, codes, atom_update == "exact", plan, sq_error)
+    if kernel == "native":
+        # The kernel writes through whole-location views: they must be contiguous.
+        signals, work_dictionary, work_codes = signals.contiguous(), dictionary.contiguous(), codes.contiguous()
+        run_update_pass(signals, work_dictionary, work_codes, atom_update == "exact", plan, sq_error, dead_atoms)
+        if work_dictionary.data_ptr() != dictionary.data_ptr():
+            dictionary.copy_(work_dictionary)
+        if work_codes.data_ptr() != codes.data_ptr():
+            codes.copy_(work_codes)
+        return sq_error
+    run_update_pass(signals, dictionary, codes, atom_update == "exact", plan, sq_error, dead_atoms)
     return sq_error
 
 
 @dataclass(frozen=True)
 class UpdatePlan:
-    """How an atom-update pass runs: whether it streams the residual, and its tiles of locations."""
+    """How an atom-update pass runs: its kernel ("torch" or "native"), whether the torch kernel
+    streams the residual, and the tiles of locations."""
 
     streamed: bool
     tiles: list[slice]
+    kernel: str = "torch"
 
 
 def plan_atom_updates(signals: Tensor, n_atoms: int, exact: bool, stream_residual: bool | None = None,
-                      max_memory: int | None = None, cache_budget: int | None = None) -> UpdatePlan:
+                      max_memory: int | None = None, cache_budget: int | None = None, *,
+                      kernel: str = "torch") -> UpdatePlan:
     """Whether the atom updates stream the residual, and their tiles of locations: within the
     memory budget, and when streaming, sized for the residual to stay in the CPU's last-level
-    cache (``cache_budget`` bytes per tile; default: the cache's share per core).
+    cache (``cache_budget`` bytes per tile; default: the cache's share per core). ``kernel`` is
+    the resolved kernel (:func:`~gpuksvd.sparse.dispatch.resolve_kernel`).
+
+    The native kernel takes one location per tile: its working memory is one location's residual
+    whatever the tile, and single locations keep every core busy to the end of the pass.
 
     Decided once per fit, before the tiles run (inside them torch runs single-threaded, which
     would change the cache share).
@@ -85,12 +133,14 @@ def plan_atom_updates(signals: Tensor, n_atoms: int, exact: bool, stream_residua
         raise ValueError("stream_residual=True works with atom_update='approximate' only: the exact "
                          "update gathers each atom's users")
     n_locations, n_signals, n_features = signals.shape
+    if kernel == "native":
+        return UpdatePlan(False, [slice(p, p + 1) for p in range(n_locations)], "native")
     cache_budget = tile_cache_budget() if cache_budget is None else cache_budget
     streamed_bytes = streamed_bytes_per_location(n_signals, n_atoms, n_features, signals.dtype)
     if stream_residual is None:
         stream_residual = not exact and signals.device.type == "cpu" and streamed_bytes <= cache_budget
     if not stream_residual:
-        per_location = gathered_bytes_per_location(n_signals, n_atoms, n_features, signals.dtype)
+        per_location = gathered_bytes_per_location(n_signals, n_atoms, n_features, signals.dtype, exact)
         return UpdatePlan(False, location_tiles(n_locations, per_location, max_memory, signals.device))
     budget = cache_budget if max_memory is None else min(cache_budget, max_memory)
     return UpdatePlan(True, location_tiles(n_locations, streamed_bytes, budget, signals.device))
@@ -101,10 +151,14 @@ def tile_cache_budget() -> int:
     return cpu_cache_bytes() // max(1, torch.get_num_threads())
 
 
-def gathered_bytes_per_location(n_signals: int, n_atoms: int, n_features: int, dtype: torch.dtype) -> int:
+def gathered_bytes_per_location(n_signals: int, n_atoms: int, n_features: int, dtype: torch.dtype,
+                                exact: bool = False) -> int:
     """Working memory of the gathered update per location: the residual, each atom's sorted
-    users (int64) and the largest gathered block."""
+    users (int64) and the largest gathered block; the exact pass also keeps a work copy of the
+    residual, the users' row indices (int64) and atom-major codes."""
     itemsize = torch.finfo(dtype).bits // 8
+    if exact:
+        return n_signals * (3 * n_features * itemsize + n_atoms * (17 + itemsize))
     return n_signals * (2 * n_features * itemsize + n_atoms * 10)
 
 
@@ -124,23 +178,29 @@ def reconstruction_errors(signals: Tensor, dictionary: Tensor, codes: Tensor, ti
 
 
 def run_update_pass(signals: Tensor, dictionary: Tensor, codes: Tensor, exact: bool, plan: UpdatePlan,
-                    sq_error: Tensor) -> None:
+                    sq_error: Tensor, dead_atoms: str = "replace") -> None:
     """One atom-update pass over every tile of locations, in place; each location's squared
-    reconstruction error afterwards goes to ``sq_error`` (P,)."""
-
-    def update(tile: slice) -> None:
-        # Views of the tile's locations: the update writes through to dictionary and codes.
-        x, atoms, tile_codes = signals[tile], dictionary[tile], codes[tile]
-        residual = x - tile_codes @ atoms
-        update_tile(x, atoms, tile_codes, residual, exact, plan.streamed)
-        sq_error[tile] = residual.square().sum((1, 2))
+    reconstruction error afterwards goes to ``sq_error`` (P,). With the native kernel the four
+    tensors must be contiguous (:func:`update_atoms` and :func:`~gpuksvd.sparse.ksvd` see to it)."""
+    keep_dead = dead_atoms == "keep"
+    if plan.kernel == "native":
+        def update(tile: slice) -> None:
+            native.update_atoms(signals[tile], dictionary[tile], codes[tile], sq_error[tile], exact, keep_dead)
+    else:
+        def update(tile: slice) -> None:
+            # Views of the tile's locations: the update writes through to dictionary and codes.
+            x, atoms, tile_codes = signals[tile], dictionary[tile], codes[tile]
+            residual = x - tile_codes @ atoms
+            update_tile(x, atoms, tile_codes, residual, exact, plan.streamed, keep_dead)
+            sq_error[tile] = residual.square().sum((1, 2))
 
     run_tiles(update, plan.tiles, signals.device)
 
 
 def update_tile(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor, exact: bool,
-                streamed: bool) -> None:
-    """One K-SVD atom-update pass, in place, for one tile of locations (module docstring).
+                streamed: bool, keep_dead: bool = False) -> None:
+    """One K-SVD atom-update pass with the torch kernel, in place, for one tile of locations
+    (module docstring).
 
     Parameters
     ----------
@@ -153,15 +213,19 @@ def update_tile(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Te
         Leading singular pair (True) or one power step (False).
     streamed : bool
         Stream the residual (approximate updates only) instead of gathering the users' rows.
+    keep_dead : bool
+        Leave unused atoms unchanged instead of replacing them by the worst-represented signal.
     """
-    if streamed and not exact:
-        _update_streamed(signals, dictionary, codes, residual)
+    if exact:
+        _update_exact(signals, dictionary, codes, residual, keep_dead)
+    elif streamed:
+        _update_streamed(signals, dictionary, codes, residual, keep_dead)
     else:
-        _update_gathered(signals, dictionary, codes, residual, exact)
+        _update_gathered(signals, dictionary, codes, residual, keep_dead)
 
 
-def _update_gathered(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor, exact: bool) -> None:
-    """The atom updates on compact blocks of the users' residual rows (module docstring).
+def _update_gathered(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor, keep_dead: bool) -> None:
+    """The approximate atom updates on compact blocks of the users' residual rows (module docstring).
 
     Locations of a tile are padded to the largest user count with non-users, whose codes are
     zero and so contribute nothing.
@@ -172,7 +236,7 @@ def _update_gathered(signals: Tensor, dictionary: Tensor, codes: Tensor, residua
     users = unused.sort(dim=-1, stable=True).indices  # (P, K, N)
     user_counts = (unused == 0).sum(-1)  # (P, K)
     widths = user_counts.amax(0).tolist()  # per atom, the largest user count over locations
-    dead_atoms = _dead_atoms(user_counts)
+    dead_atoms = set() if keep_dead else _dead_atoms(user_counts)
     taken = torch.zeros(n_locations, n_signals, dtype=torch.bool, device=signals.device)
     flat_residual = residual.view(n_locations * n_signals, n_features)
     users += (torch.arange(n_locations, device=users.device) * n_signals).view(-1, 1, 1)  # rows of flat_residual
@@ -183,14 +247,8 @@ def _update_gathered(signals: Tensor, dictionary: Tensor, codes: Tensor, residua
         block = flat_residual.index_select(0, rows).view(n_locations, -1, n_features)  # (P, M, C)
         old_codes = flat_codes[:, k].index_select(0, rows).view(n_locations, -1)  # (P, M)
         used = old_codes != 0
-        if exact:
-            # E_k = E + γ_k d_kᵀ restricted to the signals that use atom k.
-            restricted = (block + old_codes[..., None] * old_atom[:, None, :]) * used[..., None]
-            left, singular, right_h = torch.linalg.svd(restricted, full_matrices=False)
-            new_atom = right_h[:, 0]
-            new_codes = left[..., 0] * singular[:, :1] * used
-        else:
-            new_atom, new_codes = _power_step(block, old_codes, old_atom, used)
+        # A dead atom (no users: zero codes) gets a zero direction, so _power_step keeps it.
+        new_atom, new_codes = _power_step(block, old_codes, old_atom, used)
         if k in dead_atoms:
             dead = user_counts[:, k] == 0  # (P,)
             new_atom = torch.where(dead[:, None], _worst_signal(signals, residual, taken, dead, old_atom), new_atom)
@@ -200,11 +258,88 @@ def _update_gathered(signals: Tensor, dictionary: Tensor, codes: Tensor, residua
         flat_codes[:, k].index_copy_(0, rows, new_codes.reshape(-1))
 
 
+def _update_exact(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor, keep_dead: bool) -> None:
+    """The exact atom updates: the leading singular pair of each atom's restricted residual
+    (:func:`~gpuksvd.sparse.leading_pair.leading_pair`) on compact blocks of its users' rows.
+
+    Padding rows (locations with fewer users than the widest) index an extra zero row of a work
+    copy of the residual, with a zero code, so the block needs no mask: ``E_k = E + γ_k d_kᵀ`` is
+    formed in place in it, and after the update it takes the rank-1 correction ``E_k − γ d dᵀ``.
+    Padding rows stay exactly zero, so writing them back (duplicate indices, identical values) is
+    harmless. Users are listed by a prefix sum (:func:`list_users`), codes kept atom-major.
+    """
+    n_locations, n_signals, n_features = signals.shape
+    device = signals.device
+    codes_by_atom = codes.new_zeros(n_locations, codes.shape[2], n_signals + 1)  # last column: padding, zero
+    codes_by_atom[..., :n_signals] = codes.mT
+    users, user_counts = list_users(codes_by_atom[..., :n_signals])  # (P, K, N), padding = N
+    widths = user_counts.amax(0).tolist()
+    dead_atoms = set() if keep_dead else _dead_atoms(user_counts)
+    zero_row = n_locations * n_signals
+    rows = torch.where(users == n_signals, zero_row,
+                       users + (torch.arange(n_locations, device=device) * n_signals).view(-1, 1, 1))
+    work = residual.new_empty(zero_row + 1, n_features)  # the residual rows, then one zero row
+    work[:zero_row] = residual.view(zero_row, n_features)
+    work[zero_row] = 0
+    work_residual = work[:zero_row].view(n_locations, n_signals, n_features)
+    taken = torch.zeros(n_locations, n_signals, dtype=torch.bool, device=device)
+    hint = PowerHint()  # the atoms' iterations tell each other where to check
+    for k, width in enumerate(widths):
+        width = max(width, 1)
+        old_atom = dictionary[:, k].clone()  # (P, C)
+        atom_rows = rows[:, k, :width].reshape(-1)  # (P·M,)
+        atom_users = users[:, k, :width]  # (P, M)
+        block = work.index_select(0, atom_rows).view(n_locations, width, n_features)
+        old_codes = codes_by_atom[:, k].gather(-1, atom_users)  # (P, M), zero on padding
+        block.addcmul_(old_codes[..., None], old_atom[:, None, :])  # E_k, in place
+        # A dead location's block is all padding (E_k = 0): the old atom and zero codes.
+        new_atom, new_codes = leading_pair(block, old_codes, old_atom, hint=hint)
+        if k in dead_atoms:
+            dead = user_counts[:, k] == 0  # (P,)
+            new_atom = torch.where(dead[:, None], _worst_signal(signals, work_residual, taken, dead, old_atom),
+                                   new_atom)
+        block.baddbmm_(new_codes[..., None], new_atom[:, None, :], alpha=-1)  # E_k − γ_new d_newᵀ
+        work.index_copy_(0, atom_rows, block.view(-1, n_features))
+        dictionary[:, k] = new_atom
+        codes_by_atom[:, k].scatter_(-1, atom_users, new_codes)
+    residual.copy_(work_residual)
+    codes.copy_(codes_by_atom[..., :n_signals].mT)
+
+
+def list_users(codes_by_atom: Tensor) -> tuple[Tensor, Tensor]:
+    """Each atom's users, in increasing signal order, compacted to the front.
+
+    A prefix sum and a scatter instead of a stable sort of (P, K, N): the same order, O(PKN) and
+    no comparison sort (the sort was ~20 % of the gathered pass in a profile).
+
+    Parameters
+    ----------
+    codes_by_atom : Tensor of shape (P, K, N)
+        Atom-major codes.
+
+    Returns
+    -------
+    users : Tensor of shape (P, K, N), int64
+        Signal indices of each atom's users first, then N (padding).
+    counts : Tensor of shape (P, K)
+        Users per atom.
+    """
+    n_locations, n_atoms, n_signals = codes_by_atom.shape
+    used = codes_by_atom != 0
+    counts = used.sum(-1)
+    position = torch.where(used, used.cumsum(-1) - 1, n_signals)  # non-users to a trash column
+    users = torch.full((n_locations, n_atoms, n_signals + 1), n_signals, dtype=torch.long, device=codes_by_atom.device)
+    signal_index = torch.arange(n_signals, device=codes_by_atom.device).expand_as(position)
+    users.scatter_(-1, position, signal_index)
+    users[..., -1] = n_signals  # the trash column (written by non-users) is never read: reset it anyway
+    return users[..., :n_signals], counts
+
+
 #: Atoms whose residual corrections the streamed update defers and applies as one product.
 STREAMED_BLOCK = 16
 
 
-def _update_streamed(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor) -> None:
+def _update_streamed(signals: Tensor, dictionary: Tensor, codes: Tensor, residual: Tensor, keep_dead: bool) -> None:
     """The approximate atom updates over all N residual rows (module docstring).
 
     The rank-2 corrections of the residual are deferred over blocks of :data:`STREAMED_BLOCK`
@@ -218,7 +353,7 @@ def _update_streamed(signals: Tensor, dictionary: Tensor, codes: Tensor, residua
     n_atoms = dictionary.shape[1]
     codes_by_atom = codes.transpose(1, 2).contiguous()  # (P, K, N): each atom's codes contiguous
     used_by_atom = codes_by_atom != 0
-    dead_atoms = _dead_atoms(used_by_atom.sum(-1))
+    dead_atoms = set() if keep_dead else _dead_atoms(used_by_atom.sum(-1))
     taken = torch.zeros(n_locations, n_signals, dtype=torch.bool, device=signals.device)
     pending_codes = residual.new_empty(n_locations, 2 * STREAMED_BLOCK, n_signals)  # A, by rows
     pending_atoms = residual.new_empty(n_locations, 2 * STREAMED_BLOCK, residual.shape[-1])  # B

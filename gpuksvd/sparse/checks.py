@@ -14,6 +14,13 @@ from torch import Tensor
 
 ATOM_UPDATES = ("approximate", "exact")
 
+#: Implementations of the kernels (:mod:`~gpuksvd.sparse.dispatch`): "auto" picks one per call.
+KERNELS = ("auto", "torch", "native")
+
+#: What an atom update does with an atom that no signal uses at a location: "replace" it by the
+#: worst-represented signal, or "keep" it unchanged.
+DEAD_ATOMS = ("replace", "keep")
+
 
 def is_integer(value) -> bool:
     """True for a Python or NumPy integer that is not a bool."""
@@ -45,6 +52,18 @@ def check_n_iter(n_iter: int) -> None:
 def check_atom_update(atom_update: str) -> None:
     if atom_update not in ATOM_UPDATES:
         raise ValueError(f"unknown atom_update {atom_update!r}: choose one of {', '.join(ATOM_UPDATES)}")
+
+
+def check_kernel(kernel: str) -> None:
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}: choose one of {', '.join(KERNELS)} ('auto': the native C "
+                         "kernel on the CPU for float32/float64 when it builds, the torch path elsewhere)")
+
+
+def check_dead_atoms(dead_atoms: str) -> None:
+    if dead_atoms not in DEAD_ATOMS:
+        raise ValueError(f"unknown dead_atoms {dead_atoms!r}: choose 'replace' (an unused atom takes the "
+                         "worst-represented signal) or 'keep' (an unused atom stays as it is)")
 
 
 def check_n_atoms(n_atoms: int) -> None:

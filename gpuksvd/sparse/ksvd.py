@@ -3,7 +3,8 @@
 Aharon, Elad & Bruckstein (2006), with the approximate atom update of Rubinstein, Zibulevsky &
 Elad (2008, Alg. 5). Each iteration sparse-codes all signals with :func:`~gpuksvd.sparse.batch_omp`,
 then updates the atoms one after another (:mod:`~gpuksvd.sparse.atom_updates`), for all
-locations at once.
+locations at once. On the CPU both stages run in the native C kernel by default
+(:mod:`~gpuksvd.sparse.native`), elsewhere as batched torch operations.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import torch
 from torch import Tensor
 
 from .atom_updates import plan_atom_updates, reconstruction_errors, run_update_pass
-from .checks import check_atom_update, check_dictionary, check_n_iter, check_n_nonzero, check_signals
+from .checks import check_atom_update, check_dead_atoms, check_dictionary, check_n_iter, check_n_nonzero, check_signals
+from .dispatch import check_torch_only, resolve_kernel
 from .dictionaries import initial_dictionary
 from .inverse_factor import check_factor_layout
 from .omp import code_tiles, omp_tiles, warn_dependent
@@ -52,6 +54,8 @@ def ksvd(
     *,
     init: str | Tensor = "dct",
     atom_update: str = "approximate",
+    dead_atoms: str = "replace",
+    kernel: str = "auto",
     generator: torch.Generator | None = None,
     callback: Callable[[int, float], None] | None = None,
     max_memory: int | None = None,
@@ -77,7 +81,17 @@ def ksvd(
     atom_update : {"approximate", "exact"}
         ``"approximate"``: one power step per atom (approximate K-SVD, as the reference PSDL
         code). ``"exact"``: the leading singular pair of the restricted residual, which never
-        increases the error.
+        increases the error, to ``‖E_kᵀE_k d − σ²d‖ ≤ 8·eps·σ²``; its sign convention is
+        ``⟨γ_new, γ_old⟩ ≥ 0`` (the approximate update's direction), the same on every kernel and
+        device. See :func:`~gpuksvd.sparse.update_atoms`.
+    dead_atoms : {"replace", "keep"}
+        An atom used by no signal at a location is replaced by the worst-represented signal
+        (``"replace"``, as scikit-learn) or left unchanged (``"keep"``, as the PSDL authors'
+        ``sparselandtools``).
+    kernel : {"auto", "torch", "native"}
+        Implementation of OMP and the atom updates (:mod:`~gpuksvd.sparse.dispatch`): ``"auto"``
+        runs the native C kernel for CPU float32/float64 signals when it builds (else, with one
+        warning, and on CUDA, the torch path). Same results up to rounding.
     generator : torch.Generator, optional
         Seeds ``init="random"``.
     callback : callable(iteration, relative_error), optional
@@ -87,9 +101,10 @@ def ksvd(
         signals, atom-update tiles of locations); it also caps the CPU's cache-sized tiles.
         Default: see :func:`~gpuksvd.sparse.batch_omp`.
     factor_layout : {"auto", "matrices", "signals-last"}
-        Storage of OMP's inverse Cholesky factor, see :func:`~gpuksvd.sparse.batch_omp`.
+        Torch kernel only: storage of OMP's inverse Cholesky factor, see
+        :func:`~gpuksvd.sparse.batch_omp`.
     stream_residual : bool, optional
-        How approximate atom updates reach the residual, see
+        Torch kernel only: how approximate atom updates reach the residual, see
         :func:`~gpuksvd.sparse.update_atoms` (default: decided from the cache size).
 
     Returns
@@ -98,29 +113,36 @@ def ksvd(
     """
     check_signals(signals, n_atoms)
     check_atom_update(atom_update)
+    check_dead_atoms(dead_atoms)
     check_n_iter(n_iter)
     check_factor_layout(factor_layout)
+    kernel = resolve_kernel(kernel, signals)
+    check_torch_only(kernel, factor_layout=factor_layout != "auto", stream_residual=stream_residual is not None)
+    if kernel == "native":
+        signals = signals.contiguous()  # the kernel reads whole locations in place
     n_locations, n_signals, n_features = signals.shape
     check_n_nonzero(n_nonzero, n_atoms, n_features)
     dictionary = initial_dictionary(init, n_locations, n_atoms, n_features, generator=generator,
                                     dtype=signals.dtype, device=signals.device)
     check_dictionary(dictionary, signals)
     exact = atom_update == "exact"
-    plan = plan_atom_updates(signals, n_atoms, exact, stream_residual, max_memory)
+    plan = plan_atom_updates(signals, n_atoms, exact, stream_residual, max_memory, kernel=kernel)
 
     codes = signals.new_zeros(n_locations, n_signals, n_atoms)
     signal_energy = signals.square().sum((1, 2))  # (P,)
     location_sq_error = signals.new_zeros(n_iter + 1, n_locations)
-    tiles = omp_tiles(n_locations, n_signals, n_atoms, n_nonzero, signals.dtype, max_memory, signals.device)
+    tiles = omp_tiles(n_locations, n_signals, n_atoms, n_nonzero, signals.dtype, max_memory, signals.device,
+                      kernel=kernel)
     history = []
     n_dependent = 0
     for iteration in range(n_iter + 1):
         if iteration != 1:  # iteration 1 starts from the initial coding: the atoms have not changed since
-            n_dependent += code_tiles(signals, dictionary, codes, n_nonzero, tiles, factor_layout=factor_layout)
+            n_dependent += code_tiles(signals, dictionary, codes, n_nonzero, tiles, factor_layout=factor_layout,
+                                      kernel=kernel)
         if iteration == 0:
             reconstruction_errors(signals, dictionary, codes, plan.tiles, location_sq_error[0])
             continue
-        run_update_pass(signals, dictionary, codes, exact, plan, location_sq_error[iteration])
+        run_update_pass(signals, dictionary, codes, exact, plan, location_sq_error[iteration], dead_atoms)
         history.append(float((location_sq_error[iteration].sum() / signal_energy.sum().clamp_min(1e-30)).sqrt()))
         if callback is not None:
             callback(iteration, history[-1])

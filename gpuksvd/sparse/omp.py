@@ -13,6 +13,11 @@ only mat-vecs with the k×k factor and one batched product with ``G``:
     α  ← α − z_k q                      (correlations with the new residual)
 
 and at the end ``γ_I = L⁻ᵀ z``. ``‖r‖² = ‖x‖² − ‖z‖²`` tracks the residual energy for ``tol``.
+
+That is the torch path (:func:`_gram_omp`): every step is a few batched operations over all
+signals of a tile, which suits a GPU. On the CPU the native kernel (:mod:`~gpuksvd.sparse.native`,
+``kernel="auto"``) runs the same pursuit one signal at a time with its state in cache, several
+times faster; both give the codes of scikit-learn's ``orthogonal_mp_gram`` in float64.
 """
 from __future__ import annotations
 
@@ -22,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import native
 from .checks import check_dictionary, check_n_nonzero
+from .dispatch import check_torch_only, resolve_kernel
 from .inverse_factor import check_factor_layout, inverse_factor
 from .tiling import resolve_budget, run_tiles, signal_tiles
 
@@ -41,6 +48,7 @@ def batch_omp(
     tol: float | None = None,
     max_memory: int | None = None,
     factor_layout: str = "auto",
+    kernel: str = "auto",
 ) -> Tensor:
     """Sparse codes of every signal at every location by Batch-OMP.
 
@@ -62,10 +70,16 @@ def batch_omp(
         split in equal parts, are processed in tiles that fit it (same result up to rounding
         order). Default: half the free CUDA memory, at most 40 GiB; on the CPU 256 MiB per tile
         (one tile per core runs at a time; less when that would exceed a quarter of the
-        available memory), with at least :data:`MIN_CPU_TILE` signals per tile.
+        available memory), with at least :data:`MIN_CPU_TILE` signals per tile for the torch
+        kernel (the native kernel needs only the projections and codes: see :func:`native_tiles`).
     factor_layout : {"auto", "matrices", "signals-last"}
-        How the inverse Cholesky factor is stored (:mod:`~gpuksvd.sparse.inverse_factor`);
-        ``"auto"`` takes the faster one for the device. Same codes up to rounding order.
+        Torch kernel only: how the inverse Cholesky factor is stored
+        (:mod:`~gpuksvd.sparse.inverse_factor`); ``"auto"`` takes the faster one for the device.
+        Same codes up to rounding order.
+    kernel : {"auto", "torch", "native"}
+        Implementation (:mod:`~gpuksvd.sparse.dispatch`): ``"auto"`` runs the native C kernel for
+        CPU float32/float64 tensors when it builds (else, with one warning, and on CUDA, the torch
+        path). Same codes up to rounding order.
 
     Returns
     -------
@@ -84,23 +98,27 @@ def batch_omp(
     n_atoms = dictionary.shape[1]
     check_n_nonzero(n_nonzero, n_atoms, n_features)
     check_factor_layout(factor_layout)
+    kernel = resolve_kernel(kernel, signals)
+    check_torch_only(kernel, factor_layout=factor_layout != "auto")
     if gram is not None and gram.shape != (n_locations, n_atoms, n_atoms):
         raise ValueError(f"gram has shape {tuple(gram.shape)}, expected ({n_locations}, {n_atoms}, {n_atoms})")
     if tol is not None and not tol >= 0:
         raise ValueError(f"tol must be a non-negative squared residual norm, got {tol!r}")
 
     codes = signals.new_zeros(n_locations, n_signals, n_atoms)
-    tiles = omp_tiles(n_locations, n_signals, n_atoms, n_nonzero, signals.dtype, max_memory, signals.device)
+    tiles = omp_tiles(n_locations, n_signals, n_atoms, n_nonzero, signals.dtype, max_memory, signals.device,
+                      kernel=kernel)
     warn_dependent(code_tiles(signals, dictionary, codes, n_nonzero, tiles, gram=gram, tol=tol,
-                              factor_layout=factor_layout))
+                              factor_layout=factor_layout, kernel=kernel))
     return codes
 
 
 def code_tiles(signals: Tensor, dictionary: Tensor, codes: Tensor, n_nonzero: int, tiles: list[tuple[slice, slice]],
-               *, gram: Tensor | None = None, tol: float | None = None, factor_layout: str = "auto") -> int:
+               *, gram: Tensor | None = None, tol: float | None = None, factor_layout: str = "auto",
+               kernel: str = "torch") -> int:
     """OMP codes of every (locations, signals) tile written into ``codes`` (P, N, K), the tiles
     run by :func:`~gpuksvd.sparse.tiling.run_tiles`. Arguments as :func:`batch_omp`, already
-    checked.
+    checked; ``kernel`` resolved (:func:`~gpuksvd.sparse.dispatch.resolve_kernel`).
 
     Returns
     -------
@@ -113,8 +131,11 @@ def code_tiles(signals: Tensor, dictionary: Tensor, codes: Tensor, n_nonzero: in
         atoms, x = dictionary[locations], signals[locations, rows]
         tile_gram = atoms @ atoms.mT if gram is None else gram[locations]
         sq_norms = x.square().sum(-1) if tol is not None else None
-        codes[locations, rows], n_dependent = _gram_omp(tile_gram, x @ atoms.mT, n_nonzero, sq_norms, tol,
-                                                        factor_layout)
+        if kernel == "native":
+            codes[locations, rows], n_dependent = native.omp(tile_gram, x @ atoms.mT, n_nonzero, sq_norms, tol)
+        else:
+            codes[locations, rows], n_dependent = _gram_omp(tile_gram, x @ atoms.mT, n_nonzero, sq_norms, tol,
+                                                            factor_layout)
         return n_dependent
 
     return sum(run_tiles(code, tiles, signals.device))
@@ -127,16 +148,47 @@ MIN_CPU_TILE = 1536
 
 
 def omp_tiles(n_locations: int, n_signals: int, n_atoms: int, n_nonzero: int, dtype: torch.dtype,
-              max_memory: int | None, device: torch.device) -> list[tuple[slice, slice]]:
+              max_memory: int | None, device: torch.device, kernel: str = "torch") -> list[tuple[slice, slice]]:
     """How to split the P × N pursuits into (locations, signals) tiles that fit the memory budget.
 
     Whole locations when they fit, else each location's signals in equal parts. With the default
-    CPU budget a tile holds at least :data:`MIN_CPU_TILE` signals, even if that exceeds it.
+    CPU budget a torch tile holds at least :data:`MIN_CPU_TILE` signals, even if that exceeds it.
+    The native kernel's tiles are sized for load balance instead (:func:`native_tiles`).
     """
+    if kernel == "native":
+        return native_tiles(n_locations, n_signals, n_atoms, dtype, max_memory, device)
     tile = resolve_budget(max_memory, device) * n_signals // omp_bytes_per_location(n_signals, n_atoms, n_nonzero, dtype)
     if device.type == "cpu" and max_memory is None:
         tile = max(tile, MIN_CPU_TILE)
     return signal_tiles(n_locations, n_signals, tile)
+
+
+#: Signals per native OMP tile: about 10-20 ms of work at the paper's scales, so that the tiles
+#: balance the cores (also against other programs' load) while the per-tile overhead (the Python
+#: call, the tile's Gram matrix) stays below 1 %.
+NATIVE_TILE = 1024
+#: Tiles per thread the native OMP aims for on small problems, down to :data:`MIN_NATIVE_TILE`.
+NATIVE_TILES_PER_THREAD = 4
+#: Fewest signals in a native OMP tile.
+MIN_NATIVE_TILE = 256
+
+
+def native_tiles(n_locations: int, n_signals: int, n_atoms: int, dtype: torch.dtype, max_memory: int | None,
+                 device: torch.device) -> list[tuple[slice, slice]]:
+    """Tiles for the native OMP kernel: each location's signals in equal parts of at most
+    :data:`NATIVE_TILE` (smaller, down to :data:`MIN_NATIVE_TILE`, when that gives fewer than
+    :data:`NATIVE_TILES_PER_THREAD` tiles per thread), within the memory budget.
+
+    The kernel keeps each pursuit in cache, so a tile's size no longer buys speed (the torch path's
+    :data:`MIN_CPU_TILE` amortised per-operation overhead): only balance between the cores matters
+    (``benchmarks/RESULTS.md``, "The native CPU kernel").
+    """
+    itemsize = torch.finfo(dtype).bits // 8
+    per_location = (2 * n_signals * n_atoms + n_atoms * n_atoms) * itemsize  # projections, codes, Gram
+    fits = resolve_budget(max_memory, device) * n_signals // max(1, per_location)
+    wanted = NATIVE_TILES_PER_THREAD * max(1, torch.get_num_threads())
+    balanced = max(MIN_NATIVE_TILE, min(NATIVE_TILE, -(-n_locations * n_signals // wanted)))
+    return signal_tiles(n_locations, n_signals, max(1, min(fits, balanced)))
 
 
 def omp_bytes_per_location(n_signals: int, n_atoms: int, n_nonzero: int, dtype: torch.dtype) -> int:

@@ -6,9 +6,10 @@ coding: processing them tile by tile gives the same result as processing them to
 rounding order); only peak memory and speed change.
 
 On the CPU the tiles run concurrently, one per core, each with single-threaded operations: the
-kernels are sequences of many small operations, and splitting each one across cores costs a
-fork/join per operation that one tile per core does not pay (measured in
-``benchmarks/RESULTS.md``, "Design measurements").
+torch kernels are sequences of many small operations, and splitting each one across cores costs
+a fork/join per operation that one tile per core does not pay (measured in
+``benchmarks/RESULTS.md``, "Design measurements"). The native kernels (:mod:`.native`) release
+the GIL, so the same threads run them; their tiles are sized for balance between the cores.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""K-SVD: monotone error, planted-dictionary recovery, fixed mode, chunking, reproducibility."""
+"""K-SVD: monotone error, planted-dictionary recovery, fixed mode, chunking, reproducibility, on both
+kernels (the ``kernel`` fixture: torch and native)."""
 import importlib
 
 import pytest
@@ -23,18 +24,18 @@ def planted_problem(n_locations=3, n_signals=1500, n_features=16, n_atoms=24, n_
     return true, signals
 
 
-def test_recovers_planted_dictionary():
+def test_recovers_planted_dictionary(kernel):
     true, signals = planted_problem()
-    result = ksvd(signals, 24, 3, n_iter=30, init="random", generator=torch.Generator().manual_seed(1))
+    result = ksvd(signals, 24, 3, n_iter=30, init="random", generator=torch.Generator().manual_seed(1), kernel=kernel)
     cosine = (result.dictionary @ true.mT).abs().amax(1)  # best learned match of each true atom
     found = float((cosine >= 0.99).double().mean())
     assert found >= 0.9, f"only {found:.2%} of planted atoms recovered (|cos| ≥ 0.99)"
 
 
 @pytest.mark.parametrize("atom_update", ["approximate", "exact"])
-def test_error_falls_across_iterations(atom_update):
+def test_error_falls_across_iterations(atom_update, kernel):
     _, signals = planted_problem(n_signals=400, noise=0.05)
-    result = ksvd(signals, 24, 3, n_iter=8, atom_update=atom_update)
+    result = ksvd(signals, 24, 3, n_iter=8, atom_update=atom_update, kernel=kernel)
     assert len(result.history) == 8
     assert result.history[-1] < 0.7 * float(result.location_error[0].mean())
     assert result.history[-1] <= result.history[0]
@@ -52,10 +53,10 @@ def test_fixed_dictionary_mode_leaves_dictionary_untouched():
     assert result.history == [] and result.location_error.shape == (1, 3)
 
 
-def test_chunked_equals_unchunked():
+def test_chunked_equals_unchunked(kernel):
     _, signals = planted_problem(n_locations=5, n_signals=200)
-    whole = ksvd(signals, 24, 3, n_iter=3)
-    chunked = ksvd(signals, 24, 3, n_iter=3, max_memory=100_000)  # OMP tiles of 67 signals, groups of 1
+    whole = ksvd(signals, 24, 3, n_iter=3, kernel=kernel)
+    chunked = ksvd(signals, 24, 3, n_iter=3, max_memory=100_000, kernel=kernel)  # OMP tiles of 67 signals
     assert torch.allclose(whole.dictionary, chunked.dictionary, atol=1e-10)
     assert torch.allclose(whole.codes, chunked.codes, atol=1e-10)
 
@@ -69,17 +70,43 @@ def test_seeded_random_init_is_reproducible():
     assert not torch.equal(first.dictionary, other.dictionary)
 
 
-def test_dead_atom_is_replaced_by_worst_signal():
+@pytest.mark.parametrize("atom_update", ["approximate", "exact"])
+def test_dead_atom_is_replaced_by_worst_signal(kernel, atom_update):
     gen = torch.Generator().manual_seed(0)
     signals = torch.randn(1, 50, 8, generator=gen, dtype=torch.float64)
     init = torch.eye(8, dtype=torch.float64).repeat(2, 1)[:9]  # atom 8 duplicates atom 0
     init[8] = init[0]
-    result = ksvd(signals, 9, 1, n_iter=1, init=init)
+    result = ksvd(signals, 9, 1, n_iter=1, init=init, kernel=kernel, atom_update=atom_update)
     norms = result.dictionary.norm(dim=-1)
     assert torch.allclose(norms, torch.ones_like(norms))
     # The duplicate could never be selected; it must now point at a training signal.
     cos = (result.dictionary[0, 8] @ (signals[0] / signals[0].norm(dim=-1, keepdim=True)).T).abs().max()
     assert float(cos) > 1 - 1e-9
+
+
+@pytest.mark.parametrize("atom_update", ["approximate", "exact"])
+def test_dead_atoms_keep_leaves_unused_atoms_as_they_were(kernel, atom_update):
+    # The PSDL authors' sparselandtools ApproximateKSVD: an unused atom is skipped (left unchanged).
+    gen = torch.Generator().manual_seed(0)
+    signals = torch.randn(2, 50, 8, generator=gen, dtype=torch.float64)
+    init = torch.eye(8, dtype=torch.float64).repeat(2, 1)[:9]
+    init[8] = init[0]  # a duplicate: never selected by the first coding, so dead in the first pass
+    result = ksvd(signals, 9, 1, n_iter=1, init=init, dead_atoms="keep", kernel=kernel, atom_update=atom_update)
+    assert torch.equal(result.dictionary[:, 8], init[8].expand(2, 8))
+    assert not bool(result.codes[..., 8].any())
+    replaced = ksvd(signals, 9, 1, n_iter=1, init=init, kernel=kernel, atom_update=atom_update)
+    assert not torch.equal(replaced.dictionary[:, 8], init[8].expand(2, 8))
+
+
+@pytest.mark.parametrize("atom_update", ["approximate", "exact"])
+def test_native_and_torch_kernels_learn_the_same_dictionary(atom_update):
+    _, signals = planted_problem(n_locations=3, n_signals=300)
+    init = torch.eye(24, 16, dtype=torch.float64) + 0.1  # some atoms start unused: dead-atom path
+    native = ksvd(signals, 24, 3, n_iter=4, init=init, atom_update=atom_update, kernel="native")
+    torch_result = ksvd(signals, 24, 3, n_iter=4, init=init, atom_update=atom_update, kernel="torch")
+    assert torch.allclose(native.dictionary, torch_result.dictionary, atol=1e-9)
+    assert torch.allclose(native.codes, torch_result.codes, atol=1e-9)
+    assert native.history == pytest.approx(torch_result.history, rel=1e-10)
 
 
 def test_callback_receives_each_iteration():
@@ -89,11 +116,12 @@ def test_callback_receives_each_iteration():
     assert [it for it, _ in seen] == [1, 2, 3] and all(0 < err < 1 for _, err in seen)
 
 
+@pytest.mark.parametrize("atom_update", ["approximate", "exact"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_float32_follows_float64(device):
+def test_float32_follows_float64(device, atom_update):
     _, signals = planted_problem(n_signals=300)
-    r64 = ksvd(signals.to(device), 24, 3, n_iter=3)
-    r32 = ksvd(signals.float().to(device), 24, 3, n_iter=3)
+    r64 = ksvd(signals.to(device), 24, 3, n_iter=3, atom_update=atom_update)
+    r32 = ksvd(signals.float().to(device), 24, 3, n_iter=3, atom_update=atom_update)
     assert abs(r32.history[-1] - r64.history[-1]) <= 1e-3 * max(r64.history[-1], 1e-3) + 1e-5
 
 
@@ -113,6 +141,10 @@ def test_fewer_signals_than_atoms_says_what_to_do():
         (dict(n_nonzero=0), "n_nonzero"),
         (dict(factor_layout="packed"), "factor_layout"),
         (dict(atom_update="exact", stream_residual=True), "stream_residual"),
+        (dict(kernel="fortran"), "unknown kernel"),
+        (dict(dead_atoms="remove"), "unknown dead_atoms"),
+        (dict(kernel="native", factor_layout="matrices"), "factor_layout.*pass kernel='torch'"),
+        (dict(kernel="native", stream_residual=False), "stream_residual.*pass kernel='torch'"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
@@ -141,9 +173,9 @@ def test_one_sparse_coding_per_iteration(monkeypatch):
 def test_streamed_and_gathered_updates_learn_the_same_dictionary():
     _, signals = planted_problem(n_locations=4, n_signals=300)
     init = torch.eye(24, 16, dtype=torch.float64) + 0.1  # some atoms start unused: dead-atom path
-    automatic = ksvd(signals, 24, 3, n_iter=4, init=init)  # small problems stream on the CPU
-    streamed = ksvd(signals, 24, 3, n_iter=4, init=init, stream_residual=True)
-    gathered = ksvd(signals, 24, 3, n_iter=4, init=init, stream_residual=False)
+    automatic = ksvd(signals, 24, 3, n_iter=4, init=init, kernel="torch")  # small problems stream on the CPU
+    streamed = ksvd(signals, 24, 3, n_iter=4, init=init, stream_residual=True, kernel="torch")
+    gathered = ksvd(signals, 24, 3, n_iter=4, init=init, stream_residual=False, kernel="torch")
     assert torch.equal(automatic.dictionary, streamed.dictionary)
     assert torch.allclose(streamed.dictionary, gathered.dictionary, atol=1e-10)
     assert torch.allclose(streamed.codes, gathered.codes, atol=1e-10)
