@@ -18,6 +18,7 @@ from .dictionaries import (
     INITS,
     dct2d_dictionary,
     dct_dictionary,
+    haar2d_dictionary,
     haar_dictionary,
     initial_dictionary,
     random_dictionary,
@@ -31,5 +32,5 @@ __all__ = [
     "ATOM_UPDATES", "DEAD_ATOMS", "FACTOR_LAYOUTS", "INITS", "KERNELS", "KSVDResult", "LinearDependenceWarning",
     "NativeKernelUnavailable", "NativeKernelWarning", "batch_omp", "check_atom_update", "check_dead_atoms",
     "check_enough_signals", "check_kernel", "check_n_iter", "dct2d_dictionary", "dct_dictionary",
-    "haar_dictionary", "initial_dictionary", "ksvd", "random_dictionary", "update_atoms",
+    "haar2d_dictionary", "haar_dictionary", "initial_dictionary", "ksvd", "random_dictionary", "update_atoms",
 ]

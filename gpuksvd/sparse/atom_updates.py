@@ -67,9 +67,10 @@ def update_atoms(signals: Tensor, dictionary: Tensor, codes: Tensor, *, atom_upd
     dead_atoms : {"replace", "keep"}
         An atom that no signal uses at a location is replaced by the worst-represented signal not
         taken by another dead atom (``"replace"``), or left unchanged (``"keep"``).
-    kernel : {"auto", "torch", "native"}
+    kernel : {"auto", "torch", "native", "triton"}
         Implementation (:mod:`~gpuksvd.sparse.dispatch`); ``"auto"``: the native C kernel for
         CPU float32/float64 tensors when it builds, torch elsewhere. Same results up to rounding.
+        (``"triton"`` fuses OMP only: the atom updates run on the torch path.)
     stream_residual : bool, optional
         Torch kernel only: stream the whole residual (approximate updates only) instead of
         gathering each atom's users; by default when a tile's residual fits in its share of the

@@ -15,7 +15,7 @@ from torch import Tensor
 ATOM_UPDATES = ("approximate", "exact")
 
 #: Implementations of the kernels (:mod:`~gpuksvd.sparse.dispatch`): "auto" picks one per call.
-KERNELS = ("auto", "torch", "native")
+KERNELS = ("auto", "torch", "native", "triton")
 
 #: What an atom update does with an atom that no signal uses at a location: "replace" it by the
 #: worst-represented signal, or "keep" it unchanged.
@@ -57,7 +57,8 @@ def check_atom_update(atom_update: str) -> None:
 def check_kernel(kernel: str) -> None:
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}: choose one of {', '.join(KERNELS)} ('auto': the native C "
-                         "kernel on the CPU for float32/float64 when it builds, the torch path elsewhere)")
+                         "kernel on the CPU for float32/float64 when it builds, the torch path elsewhere; "
+                         "'triton': the fused Batch-OMP on CUDA, opt-in)")
 
 
 def check_dead_atoms(dead_atoms: str) -> None:

@@ -1,4 +1,4 @@
-"""Dictionary initialisers: DCT, separable 2-D DCT, Haar and random atoms.
+"""Dictionary initialisers: DCT, separable 2-D DCT, Haar, separable 2-D Haar and random atoms.
 
 Every initialiser returns a dictionary of shape (n_atoms, n_features) whose rows (atoms) have
 unit L2 norm. :func:`initial_dictionary` broadcasts one of them to all P locations.
@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-INITS = ("dct", "dct2d", "haar", "random")
+INITS = ("dct", "dct2d", "haar", "haar2d", "random")
 
 
 def _normalize_rows(atoms: Tensor) -> Tensor:
@@ -117,6 +117,33 @@ def haar_dictionary(n_atoms: int, n_features: int, *, dtype: torch.dtype = torch
     return _haar_basis(n_features)[:n_atoms].to(dtype)
 
 
+def haar2d_dictionary(n_atoms: int, n_features: int, *, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Separable 2-D Haar atoms: the Kronecker product of two 1-D Haar bases.
+
+    As sparselandtools' ``HaarDictionary`` (which the PSDL authors' code offers) builds it: the
+    signal of C = d² features read as a d×d patch, atoms ``kron(H1, H1)`` with ``H1`` the first
+    m atoms of the d-point Haar basis (:func:`haar_dictionary`), K = m² ≤ C.
+
+    Returns
+    -------
+    Tensor of shape (n_atoms, n_features), unit-norm rows.
+
+    Raises
+    ------
+    ValueError
+        If ``n_features`` or ``n_atoms`` is not a perfect square, or ``n_atoms > n_features``.
+    """
+    _check_sizes(n_atoms, n_features)
+    d, m = math.isqrt(n_features), math.isqrt(n_atoms)
+    if d * d != n_features or m * m != n_atoms or m > d:
+        raise ValueError(
+            f"init='haar2d' needs square sizes with K ≤ C (C = d², K = m²), got n_features={n_features}, "
+            f"n_atoms={n_atoms}: set trim_to_square=true on the backbone so C is a square, or use init='haar'"
+        )
+    one_d = _haar_basis(d)[:m]
+    return _normalize_rows(torch.kron(one_d, one_d)).to(dtype)
+
+
 def random_dictionary(
     n_atoms: int,
     n_features: int,
@@ -152,7 +179,7 @@ def initial_dictionary(
 
     Parameters
     ----------
-    init : {"dct", "dct2d", "haar", "random"} or Tensor
+    init : {"dct", "dct2d", "haar", "haar2d", "random"} or Tensor
         A name, or atoms of shape (n_atoms, n_features) shared by all locations or
         (n_locations, n_atoms, n_features); rows are normalised.
 
@@ -182,7 +209,7 @@ def initial_dictionary(
     return atoms.expand(n_locations, n_atoms, n_features).clone()
 
 
-_NAMED = {"dct": dct_dictionary, "dct2d": dct2d_dictionary, "haar": haar_dictionary}
+_NAMED = {"dct": dct_dictionary, "dct2d": dct2d_dictionary, "haar": haar_dictionary, "haar2d": haar2d_dictionary}
 
 
 def _check_sizes(n_atoms: int, n_features: int) -> None:

@@ -88,10 +88,11 @@ def ksvd(
         An atom used by no signal at a location is replaced by the worst-represented signal
         (``"replace"``, as scikit-learn) or left unchanged (``"keep"``, as the PSDL authors'
         ``sparselandtools``).
-    kernel : {"auto", "torch", "native"}
+    kernel : {"auto", "torch", "native", "triton"}
         Implementation of OMP and the atom updates (:mod:`~gpuksvd.sparse.dispatch`): ``"auto"``
         runs the native C kernel for CPU float32/float64 signals when it builds (else, with one
-        warning, and on CUDA, the torch path). Same results up to rounding.
+        warning, and on CUDA, the torch path). ``"triton"`` (CUDA, opt-in): OMP as one fused
+        Triton kernel per tile, the atom updates on the torch path. Same results up to rounding.
     generator : torch.Generator, optional
         Seeds ``init="random"``.
     callback : callable(iteration, relative_error), optional

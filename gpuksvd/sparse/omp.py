@@ -76,10 +76,11 @@ def batch_omp(
         Torch kernel only: how the inverse Cholesky factor is stored
         (:mod:`~gpuksvd.sparse.inverse_factor`); ``"auto"`` takes the faster one for the device.
         Same codes up to rounding order.
-    kernel : {"auto", "torch", "native"}
+    kernel : {"auto", "torch", "native", "triton"}
         Implementation (:mod:`~gpuksvd.sparse.dispatch`): ``"auto"`` runs the native C kernel for
         CPU float32/float64 tensors when it builds (else, with one warning, and on CUDA, the torch
-        path). Same codes up to rounding order.
+        path). ``"triton"`` (CUDA, opt-in): the fused kernel of :mod:`~gpuksvd.sparse.triton_omp`,
+        no host synchronisation. Same codes up to rounding order.
 
     Returns
     -------
@@ -115,15 +116,16 @@ def batch_omp(
 
 def code_tiles(signals: Tensor, dictionary: Tensor, codes: Tensor, n_nonzero: int, tiles: list[tuple[slice, slice]],
                *, gram: Tensor | None = None, tol: float | None = None, factor_layout: str = "auto",
-               kernel: str = "torch") -> int:
+               kernel: str = "torch") -> int | Tensor:
     """OMP codes of every (locations, signals) tile written into ``codes`` (P, N, K), the tiles
     run by :func:`~gpuksvd.sparse.tiling.run_tiles`. Arguments as :func:`batch_omp`, already
     checked; ``kernel`` resolved (:func:`~gpuksvd.sparse.dispatch.resolve_kernel`).
 
     Returns
     -------
-    int
-        Pursuits that stopped on a linearly dependent atom (for :func:`warn_dependent`).
+    int or 0-d Tensor
+        Pursuits that stopped on a linearly dependent atom (for :func:`warn_dependent`); a
+        device tensor where reading it would synchronise (CUDA).
     """
 
     def code(tile: tuple[slice, slice]) -> int:
@@ -133,12 +135,18 @@ def code_tiles(signals: Tensor, dictionary: Tensor, codes: Tensor, n_nonzero: in
         sq_norms = x.square().sum(-1) if tol is not None else None
         if kernel == "native":
             codes[locations, rows], n_dependent = native.omp(tile_gram, x @ atoms.mT, n_nonzero, sq_norms, tol)
+        elif kernel == "triton":
+            from .triton_omp import fused_batch_omp  # imports triton: only when asked for
+
+            codes[locations, rows], n_dependent = fused_batch_omp(tile_gram, x @ atoms.mT, n_nonzero, sq_norms, tol)
         else:
             codes[locations, rows], n_dependent = _gram_omp(tile_gram, x @ atoms.mT, n_nonzero, sq_norms, tol,
                                                             factor_layout)
         return n_dependent
 
-    return sum(run_tiles(code, tiles, signals.device))
+    # Triton's interpreter (the Triton kernel on CPU tensors) patches its language module while a
+    # kernel runs, so its tiles must not run concurrently.
+    return sum(run_tiles(code, tiles, signals.device, concurrent=kernel != "triton"))
 
 
 #: Fewest (location, signal) pairs in one CPU tile under the default budget: below this, the
@@ -201,7 +209,7 @@ def omp_bytes_per_location(n_signals: int, n_atoms: int, n_nonzero: int, dtype: 
 
 
 def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int, sq_norms: Tensor | None = None,
-              tol: float | None = None, factor_layout: str = "auto") -> tuple[Tensor, int]:
+              tol: float | None = None, factor_layout: str = "auto") -> tuple[Tensor, int | Tensor]:
     """The Batch-OMP kernel on one chunk of locations.
 
     Per-signal vectors of the pursuit (the selected atoms, z, the factor's rows) are kept
@@ -218,7 +226,7 @@ def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int, sq_norms: Tenso
     Returns
     -------
     codes : Tensor of shape (P, N, K)
-    n_dependent : int
+    n_dependent : int, or a 0-d tensor on devices without the early exit
         Signals whose pursuit stopped on a linearly dependent atom.
     """
     n_locations, n_signals, n_atoms = projections.shape
@@ -244,6 +252,11 @@ def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int, sq_norms: Tenso
     gram_table = gram.reshape(n_locations * n_atoms, n_atoms)
     residual_sq = sq_norms.clone() if tol is not None else None
     stop_level = eps * projections.square().amax(-1)  # (P, N)
+    # The CPU reads the number of active pursuits back at each step, to stop once all have ended
+    # and to skip the masking while none has. On a GPU that read would wait for the device at
+    # every step, so there all n_nonzero steps run, masked (ended pursuits contribute nothing):
+    # no host synchronisation, and an iteration can be captured in a CUDA graph.
+    early_exit = device.type in EARLY_EXIT_DEVICES
 
     for k in range(n_nonzero):
         atom = find_largest(alpha)  # (P, N)
@@ -264,13 +277,14 @@ def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int, sq_norms: Tenso
         newly_dependent = active & (diag_sq <= eps)
         dependent |= newly_dependent
         active &= ~newly_dependent
-        n_active = int(active.sum())
-        if n_active == 0:
-            break
+        if early_exit:
+            n_active = int(active.sum())
+            if n_active == 0:
+                break
         # Row k of L⁻¹ is [−(L⁻ᵀw)ᵀ/d, 1/d]; stopped signals get the identity row and z_k = 0,
         # so they contribute nothing to the codes. (Without stopped signals, the common case,
-        # the masking is skipped.)
-        if n_active == active.numel():
+        # the masking is skipped where that is known.)
+        if early_exit and n_active == active.numel():
             inv_diag = diag_sq.rsqrt()
             z_k = alpha_atom * inv_diag
             off_diagonal_scale = -inv_diag
@@ -299,7 +313,12 @@ def _gram_omp(gram: Tensor, projections: Tensor, n_nonzero: int, sq_norms: Tenso
     coefficients = inv_chol.upper_product(size, z[:, :size])  # γ_I = L⁻ᵀ z, (P, size, N)
     selected = (bag_rows[..., :size] - table_offset[..., None]).long()  # (P, N, size)
     codes = torch.zeros_like(projections).scatter_add_(-1, selected, coefficients.mT)
-    return codes, int(dependent.sum())
+    return codes, int(dependent.sum()) if early_exit else dependent.sum()
+
+
+#: Device types where the pursuit reads its active count back to the host at each step (cheap
+#: there) to stop early; elsewhere it runs without host synchronisation.
+EARLY_EXIT_DEVICES = frozenset({"cpu"})
 
 
 class LargestMagnitude:
@@ -333,7 +352,10 @@ class LargestMagnitude:
         return (alpha.shape[-1] - bits.amax(-1)).long()
 
 
-def warn_dependent(n_dependent: int) -> None:
+def warn_dependent(n_dependent: int | Tensor) -> None:
+    """Warn once about pursuits that stopped on a dependent atom (a count, or a 0-d tensor read
+    back here: after the work, not inside it)."""
+    n_dependent = int(n_dependent)
     if n_dependent:
         warnings.warn(
             f"OMP stopped early for {n_dependent} signal(s): the next atom was linearly dependent "

@@ -120,15 +120,17 @@ def signal_tiles(n_locations: int, n_signals: int, tile_signals: int) -> list[tu
             for p in range(n_locations) for start in range(0, n_signals, size)]
 
 
-def run_tiles(work: Callable[[_Tile], _Result], tiles: Sequence[_Tile], device: torch.device) -> list[_Result]:
+def run_tiles(work: Callable[[_Tile], _Result], tiles: Sequence[_Tile], device: torch.device, *,
+              concurrent: bool = True) -> list[_Result]:
     """``[work(tile) for tile in tiles]``; on the CPU, concurrently on as many threads as torch
-    uses (``torch.get_num_threads()``), each running its operations single-threaded.
+    uses (``torch.get_num_threads()``), each running its operations single-threaded, unless
+    ``concurrent`` is False (work that is not thread-safe: Triton's interpreter).
 
     ``work`` must only write to its own tile's locations. Torch's thread count is restored
     afterwards. It is a process-wide setting, so another thread that starts using torch while
     the tiles run (a user's own thread, not the caller's) starts single-threaded too.
     """
-    n_workers = min(len(tiles), torch.get_num_threads()) if device.type == "cpu" else 1
+    n_workers = min(len(tiles), torch.get_num_threads()) if device.type == "cpu" and concurrent else 1
     if n_workers <= 1:
         return [work(tile) for tile in tiles]
     n_threads = torch.get_num_threads()

@@ -59,3 +59,15 @@ def test_initial_dictionary_copies_and_normalises():
     assert bool((result[1, 0] != 0).any())  # locations own their atoms
     with pytest.raises(ValueError, match="all-zero"):
         initial_dictionary(torch.zeros(6, 4), 2, 6, 4)
+
+
+def test_haar2d_is_kronecker_of_1d_and_orthonormal():
+    from gpuksvd.sparse import haar2d_dictionary
+
+    atoms = haar2d_dictionary(64, 64, dtype=torch.float64)
+    one_d = haar_dictionary(8, 8, dtype=torch.float64)
+    assert torch.allclose(atoms, torch.kron(one_d, one_d))
+    assert torch.allclose(atoms @ atoms.T, torch.eye(64, dtype=torch.float64), atol=1e-12)
+    assert haar2d_dictionary(36, 121).shape == (36, 121)  # 6² atoms of the 11-point basis
+    with pytest.raises(ValueError, match="haar2d.*trim_to_square"):
+        haar2d_dictionary(64, 60)

@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from gpuksvd.sparse import batch_omp, ksvd
+from gpuksvd.sparse.atom_updates import plan_atom_updates, run_update_pass
+from gpuksvd.sparse.omp import code_tiles, omp_tiles
 from tests.support.devices import DEVICES
+from tests.support.kernels import TRITON
 
 ksvd_module = importlib.import_module("gpuksvd.sparse.ksvd")  # the package's `ksvd` is the function
 
@@ -107,6 +110,46 @@ def test_native_and_torch_kernels_learn_the_same_dictionary(atom_update):
     assert torch.allclose(native.dictionary, torch_result.dictionary, atol=1e-9)
     assert torch.allclose(native.codes, torch_result.codes, atol=1e-9)
     assert native.history == pytest.approx(torch_result.history, rel=1e-10)
+
+
+@pytest.mark.parametrize("kernel", [TRITON])
+def test_triton_and_torch_kernels_learn_the_same_dictionary(kernel):
+    # The fused Triton OMP (in Triton's interpreter here) with the torch atom updates.
+    _, signals = planted_problem(n_locations=2, n_signals=40, n_features=12, n_atoms=16)
+    init = torch.eye(16, 12, dtype=torch.float64) + 0.1
+    fused = ksvd(signals, 16, 3, n_iter=2, init=init, kernel=kernel)
+    torch_result = ksvd(signals, 16, 3, n_iter=2, init=init, kernel="torch")
+    assert torch.allclose(fused.dictionary, torch_result.dictionary, atol=1e-10)
+    assert torch.allclose(fused.codes, torch_result.codes, atol=1e-10)
+    assert fused.history == pytest.approx(torch_result.history, rel=1e-10)
+
+
+def test_an_iteration_reads_nothing_back_on_the_gpu_path(monkeypatch):
+    # The CUDA torch path, run on the CPU: OMP without the per-step early exit (the host read of
+    # the active count), the streamed approximate update with dead atoms kept. Any host read of a
+    # tensor value in the iteration raises, so it could be captured in a CUDA graph.
+    monkeypatch.setattr("gpuksvd.sparse.omp.EARLY_EXIT_DEVICES", frozenset())
+    _, signals = planted_problem(n_locations=2, n_signals=200)
+    dictionary = torch.eye(24, 16, dtype=torch.float64).expand(2, 24, 16).contiguous() + 0.1
+    dictionary /= dictionary.norm(dim=-1, keepdim=True)
+    codes = signals.new_zeros(2, 200, 24)
+    tiles = omp_tiles(2, 200, 24, 3, signals.dtype, None, signals.device)
+    plan = plan_atom_updates(signals, 24, exact=False, stream_residual=True)
+    sq_error = signals.new_zeros(2)
+    expected = ksvd(signals, 24, 3, n_iter=1, init=dictionary[0].clone(), dead_atoms="keep", kernel="torch",
+                    stream_residual=True)
+
+    def host_read(*args, **kwargs):
+        raise AssertionError("host read of a tensor value inside an iteration")
+
+    with monkeypatch.context() as patched:
+        for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+            patched.setattr(torch.Tensor, name, host_read)
+        n_dependent = code_tiles(signals, dictionary, codes, 3, tiles, kernel="torch")
+        run_update_pass(signals, dictionary, codes, False, plan, sq_error, dead_atoms="keep")
+    assert isinstance(n_dependent, torch.Tensor) and int(n_dependent) == 0
+    assert torch.allclose(dictionary, expected.dictionary, atol=1e-12)
+    assert torch.allclose(codes, expected.codes, atol=1e-12)
 
 
 def test_callback_receives_each_iteration():

@@ -10,6 +10,14 @@ from sklearn.linear_model import orthogonal_mp_gram
 from gpuksvd.sparse import LinearDependenceWarning, batch_omp
 from gpuksvd.sparse.omp import LargestMagnitude, omp_bytes_per_location
 from tests.support.devices import DEVICES
+from tests.support.kernels import TRITON, torch_codes
+
+
+@pytest.fixture(params=["torch", "native", TRITON])
+def kernel(request):
+    """Every implementation of Batch-OMP: the reference tests run on each (the Triton kernel in
+    Triton's interpreter, on the CPU)."""
+    return request.param
 
 
 def random_problem(n_locations=4, n_signals=60, n_features=24, n_atoms=32, dtype=torch.float64, seed=0):
@@ -61,6 +69,8 @@ def test_batched_equals_per_location_loop_and_shared_dictionary(kernel):
 
 @pytest.mark.parametrize("signals_per_tile", [60, 17])  # whole locations; each location split in 4
 def test_tiled_equals_untiled(signals_per_tile, kernel):
+    if kernel == "triton" and signals_per_tile == 17:
+        pytest.skip("28 tiles take 13 s in Triton's interpreter; the tiling is the same for every kernel")
     dictionary, signals = random_problem(n_locations=7)
     whole = batch_omp(dictionary, signals, 8, kernel=kernel)
     budget = omp_bytes_per_location(60, 32, 8, torch.float64) * signals_per_tile // 60
@@ -72,6 +82,9 @@ def test_tiled_equals_untiled(signals_per_tile, kernel):
 def test_float32_agrees_with_float64(device, kernel):
     if device == "cuda" and kernel == "native":
         pytest.skip("the native kernel runs on the CPU")
+    if kernel == "triton":
+        pytest.skip("30 s in Triton's interpreter: test_triton_omp.py compares float32 with scikit-learn on a "
+                    "smaller problem, test_triton_omp_cuda.py at the paper's shapes on a GPU")
     dictionary, signals = random_problem(n_locations=3, n_signals=200, n_features=64, n_atoms=64)
     codes64 = batch_omp(dictionary.to(device), signals.to(device), 16, kernel=kernel).cpu()
     codes32 = batch_omp(dictionary.float().to(device), signals.float().to(device), 16, kernel=kernel).cpu().double()
@@ -81,6 +94,23 @@ def test_float32_agrees_with_float64(device, kernel):
     assert rel <= 1e-4, f"float32 vs float64 relative reconstruction difference {rel:.3g}"
     same_support = float(((codes32 != 0) == (codes64 != 0)).all(-1).double().mean())
     assert same_support >= 0.99, f"only {same_support:.3f} of signals kept the same support"
+
+
+def test_pursuit_without_early_exit_gives_the_same_codes(monkeypatch):
+    # The GPU form of the torch pursuit (no per-step host read: all n_nonzero steps, masked) on
+    # the CPU: zero signals end at step 0, exactly sparse ones after 3 of 8 steps, a dependent
+    # atom stops one pursuit; the count comes back as a tensor.
+    dictionary, signals = random_problem(n_locations=2, n_signals=30)
+    signals[:, :3] = 0.0
+    sparse = torch.zeros(2, 5, 32, dtype=torch.float64)
+    sparse[:, :, [2, 9, 20]] = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    signals[:, 3:8] = sparse @ dictionary
+    expected, expected_dependent = torch_codes(dictionary, signals, 8)
+    monkeypatch.setattr("gpuksvd.sparse.omp.EARLY_EXIT_DEVICES", frozenset())
+    codes, n_dependent = torch_codes(dictionary, signals, 8)
+    assert torch.allclose(codes, expected, atol=1e-12, rtol=0)
+    assert isinstance(n_dependent, torch.Tensor) and int(n_dependent) == expected_dependent
+    assert torch.equal(codes[:, 3:8] != 0, sparse != 0)
 
 
 def test_zero_signals_give_zero_codes(kernel):
@@ -185,10 +215,10 @@ def test_kernels_agree_in_float32():
     # dependent atoms on gpuksvd's duplicate-atom construction.
     dictionary, signals = random_problem(n_signals=300, n_features=48, n_atoms=64, dtype=torch.float32)
     native = batch_omp(dictionary, signals, 16, kernel="native")
-    torch_codes = batch_omp(dictionary, signals, 16, kernel="torch")
-    same_support = float(((native != 0) == (torch_codes != 0)).all(-1).double().mean())
+    torch_path = batch_omp(dictionary, signals, 16, kernel="torch")
+    same_support = float(((native != 0) == (torch_path != 0)).all(-1).double().mean())
     assert same_support >= 0.99, f"only {same_support:.3f} of signals kept the same support"
-    rel = float(((native - torch_codes) @ dictionary).norm() / (torch_codes @ dictionary).norm())
+    rel = float(((native - torch_path) @ dictionary).norm() / (torch_path @ dictionary).norm())
     assert rel <= 1e-4, f"native vs torch float32 reconstructions differ by {rel:.3g}"
 
 

@@ -1,5 +1,5 @@
 """The fused Triton Batch-OMP kernel in Triton's interpreter (CPU, numpy semantics), against
-scikit-learn's ``orthogonal_mp_gram`` (float64) and the torch path ``_gram_omp``.
+scikit-learn's ``orthogonal_mp_gram`` (float64) and the torch path (``code_tiles(kernel="torch")``).
 
 Sizes are tiny: the interpreter executes every tile operation in numpy, about 1 ms each. The
 compiled kernel on a GPU is tested in ``test_triton_omp_cuda.py``.
@@ -11,7 +11,7 @@ from sklearn.linear_model import orthogonal_mp_gram
 
 pytest.importorskip("triton", reason="Triton ships with the CUDA build of torch")
 
-from gpuksvd.sparse.omp import _gram_omp  # noqa: E402
+from tests.support.kernels import torch_codes  # noqa: E402
 from gpuksvd.sparse.triton_omp import (ALPHA_WORDS_PER_THREAD, LaunchConfigError, factor_stride,  # noqa: E402
                                        fused_batch_omp, interpreting, plan_launch)
 
@@ -43,12 +43,6 @@ def sklearn_codes(dictionary, signals, n_nonzero=None, tol=None):
         kwargs = dict(n_nonzero_coefs=n_nonzero) if tol is None else dict(tol=tol, norms_squared=(x**2).sum(1))
         out.append(orthogonal_mp_gram(d @ d.T, d @ x.T, **kwargs).T)
     return torch.from_numpy(np.stack(out))
-
-
-def torch_codes(dictionary, signals, n_nonzero, tol=None):
-    gram, projections = dictionary @ dictionary.mT, signals @ dictionary.mT
-    sq_norms = signals.square().sum(-1) if tol is not None else None
-    return _gram_omp(gram, projections, n_nonzero, sq_norms, tol)
 
 
 @pytest.mark.parametrize("n_nonzero", [1, 5])
@@ -168,7 +162,7 @@ def test_dependent_atoms_are_counted_and_stay_finite():
     dictionary[0, 1] = dictionary[0, 0] + 1e-3 * dictionary[0, 5] / 3
     projections = signals @ dictionary.mT
     codes, n_dependent = fused_batch_omp(gram, projections, 4, block_n=2)
-    expected, expected_dependent = _gram_omp(gram, projections, 4)
+    expected, expected_dependent = torch_codes(dictionary, signals, 4, gram=gram)
     assert int(n_dependent) == expected_dependent >= 1
     assert bool(torch.isfinite(codes).all())
     assert (codes - expected).abs().max() <= 1e-12
@@ -189,7 +183,7 @@ def test_no_host_reads_of_device_values(monkeypatch):
     codes, n_dependent = fused_batch_omp(gram, projections, 3, sq_norms, 0.1, block_n=4)
     monkeypatch.undo()
     assert isinstance(n_dependent, torch.Tensor) and n_dependent.ndim == 0
-    expected, _ = _gram_omp(gram, projections, 3, sq_norms, 0.1)
+    expected, _ = torch_codes(dictionary, signals, 3, tol=0.1)
     assert (codes - expected).abs().max() <= 1e-12
 
 

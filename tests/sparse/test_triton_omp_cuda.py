@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("triton", reason="Triton ships with the CUDA build of torch")
 
-from gpuksvd.sparse.omp import _gram_omp  # noqa: E402
+from tests.support.kernels import torch_codes  # noqa: E402
 from gpuksvd.sparse.triton_omp import fused_batch_omp, interpreting, plan_launch  # noqa: E402
 
 pytestmark = [
@@ -33,7 +33,7 @@ def compare(dictionary, signals, n_nonzero, tol=None, **launch):
     gram, projections = dictionary @ dictionary.mT, signals @ dictionary.mT
     sq_norms = signals.square().sum(-1) if tol is not None else None
     codes, n_dependent = fused_batch_omp(gram, projections, n_nonzero, sq_norms, tol, **launch)
-    expected, expected_dependent = _gram_omp(gram, projections, n_nonzero, sq_norms, tol)
+    expected, expected_dependent = torch_codes(dictionary, signals, n_nonzero, tol=tol)
     same_support = float(((codes != 0) == (expected != 0)).all(-1).double().mean())
     reconstruction = codes.double() @ dictionary.double()
     reference = expected.double() @ dictionary.double()
