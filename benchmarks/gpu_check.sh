@@ -1,19 +1,44 @@
 #!/usr/bin/env bash
-# The prepared GPU check, one device call (about 6-9 minutes on an H200):
-#   CUDA tests against float64 CPU references, then both benchmarks, appending to RESULTS.md.
-# Run from the repository root on the GPU machine, e.g. through the device tool:
+# The prepared GPU check: one device call, under 10 minutes on an H200 (each step has its own
+# time limit so that a hang costs one step, not the call). Run from the repository root:
 #   bash benchmarks/gpu_check.sh
-# Nothing to carry: the machine's image has torch, timm, torchmetrics, safetensors, scikit-learn,
-# scikit-image; these steps do not import Hydra, and the benchmarks use random backbone weights.
-# $OUT (the device tool's output folder) receives the logs and the updated RESULTS.md.
+# The device machine has torch (with Triton), timm, torchmetrics, safetensors, scikit-learn; these
+# steps import no Hydra (the benchmarks use random backbone weights). $OUT (the device tool's output
+# folder) receives every log and the updated RESULTS.md. Steps, most decisive first:
+#   1. the compiled fused Triton OMP against the torch path (tests/sparse/test_triton_omp_cuda.py);
+#   2. benchmarks/cuda_paths.py: torch vs Triton OMP at EN-B6 / RN18 / WRN50 (prints the faster),
+#      one sync-free iteration eager vs captured as a CUDA graph, peak memory;
+#   3. the CUDA tests of the engine and the detector against float64 CPU references;
+#   4. benchmarks/ksvd_speed.py on CUDA (and the CPU side on 32 locations, 2 per core);
+#   5. benchmarks/pipeline_speed.py (feature extraction + fit + scoring).
+# A step that fails is reported at the end; the script goes on to the next.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" GPUKSVD_CACHE="${GPUKSVD_CACHE:-/tmp/gpuksvd_cache}"
 OUT="${OUT:-/tmp/gpuksvd_out}"
 mkdir -p "$OUT"
+failed=()
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name (limit ${limit}s): $*"
+    local start=$SECONDS
+    timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    tail -n 25 "$OUT/$name.log"
+    echo "=== $name: exit $rc after $((SECONDS - start)) s"
+    [ $rc -eq 0 ] || failed+=("$name(exit $rc)")
+}
+
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider tests/sparse tests/detector 2>&1 | tee "$OUT/tests.log"
-# CPU side: 2 locations per core, so that all 16 cores work as they do in a real fit; the CPU peers
-# that the image has (scikit-learn; dictlearn and SPAMS only if installed) on one process per core.
-python3 benchmarks/ksvd_speed.py --cpu-locations 32 --torch-locations 32 --repeat 2 2>&1 | tee "$OUT/ksvd_speed.log"
-python3 benchmarks/pipeline_speed.py --num-workers 8 2>&1 | grep -v "it/s]" | tee "$OUT/pipeline_speed.log"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
+step triton_compiled 120 env GPUKSVD_TRITON_COMPILED=1 python3 -m pytest -q -p no:cacheprovider tests/sparse/test_triton_omp_cuda.py
+step cuda_paths 180 python3 benchmarks/cuda_paths.py --repeat 3
+step cuda_tests 150 python3 -m pytest -q -p no:cacheprovider -m "not slow" tests/sparse tests/detector
+step ksvd_speed 150 python3 benchmarks/ksvd_speed.py --cpu-locations 32 --torch-locations 32 --repeat 2 --peer-scales
+step pipeline_speed 60 python3 benchmarks/pipeline_speed.py --num-workers 8
 cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "FAILED: ${failed[*]}"
+    exit 1
+fi
+echo "all steps passed"
