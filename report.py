@@ -28,9 +28,12 @@ def main(argv=None) -> int:
     parser.add_argument("--average", nargs="*", metavar="KEY",
                         help="swept keys to average over within a column (default: the preset's report.average)")
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
+    parser.add_argument("--error", choices=["relative", "mse"], default="relative",
+                        help="training error drawn in the figures: relative (‖X − ΓD‖/‖X‖ per location, default) "
+                             "or mse (the paper's mean squared error, ‖X − ΓD‖² / (N·C))")
     args = parser.parse_args(argv)
     written = write_report(args.folder, args.out, metrics=args.metrics, average=args.average,
-                           figures=not args.no_figures)
+                           figures=not args.no_figures, error=args.error)
     print(written["table.md"].read_text())
     for name, path in written.items():
         print(f"wrote {path}", file=sys.stderr)

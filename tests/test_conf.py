@@ -1,6 +1,9 @@
 """The config tree under conf/: every option composes, the composed values reach the library's
 objects, and every paper preset composes with every value of its sweep."""
+import math
+
 import pytest
+import torch
 import yaml
 from omegaconf import OmegaConf
 
@@ -84,7 +87,9 @@ def test_every_preset_composes_with_every_sweep_value(name, extra):
     if extra:
         assert cfg["backbone"]["name"] == "efficientnet_lite0" and cfg["dataset"]["name"] == "generated"
     else:
-        assert cfg["dataset"]["name"] in {"mvtec", "rd_mvtec", "btad", "mtd", "ksdd"}
+        # paper tables need the paper's data; the improvements preset runs offline by default
+        assert cfg["dataset"]["name"] in ({"generated"} if name == "improvements" else
+                                          {"mvtec", "rd_mvtec", "btad", "mtd", "ksdd"})
     for key, values in params.items():
         # Paper: the first four values and the last (one_class has 16 alike); lite: the first.
         for value in (values[:4] + values[4:][-1:]) if not extra else values[:1]:
@@ -100,22 +105,27 @@ def test_every_preset_composes_with_every_sweep_value(name, extra):
 
 def test_a1_sweeps_fixed_dct_against_three_initialisations_without_a_cross_product():
     hydra, _ = composed_with_hydra([experiment_override("a1_dictionary")])
-    assert sweep_values(hydra.sweeper.params) == {"ksvd": ["fixed_dct", "dct", "haar", "random"]}
-    settings = {option: composed_with_hydra([experiment_override("a1_dictionary"), f"ksvd={option}"])[1]["ksvd"]
-                for option in ("fixed_dct", "dct", "haar", "random")}
-    assert {option: (s["n_iter"], s["init"]) for option, s in settings.items()} == {
+    assert sweep_values(hydra.sweeper.params) == {"ksvd": ["paper_fixed", "paper", "paper_haar", "paper_random"]}
+    settings = {option: composed_with_hydra([experiment_override("a1_dictionary"), f"ksvd={option}"])[1]
+                for option in ("paper_fixed", "paper", "paper_haar", "paper_random")}
+    assert {option: (s["ksvd"]["n_iter"], s["ksvd"]["init"]) for option, s in settings.items()} == {
+        "paper_fixed": (0, "dct2d"), "paper": (20, "dct2d"), "paper_haar": (20, "haar2d"),
+        "paper_random": (20, "random")}
+    assert all(s["backbone"]["trim_to_square"] and s["ksvd"]["dead_atoms"] == "keep" for s in settings.values())
+    full = {option: composed([f"ksvd={option}"])["ksvd"] for option in ("fixed_dct", "dct", "haar", "random")}
+    assert {option: (s["n_iter"], s["init"]) for option, s in full.items()} == {
         "fixed_dct": (0, "dct"), "dct": (20, "dct"), "haar": (20, "haar"), "random": (20, "random")}
 
 
 def test_layer_sets_pick_layers_and_fusion_and_follow_layer_names():
     expected = {"layer1": (["layer1"], "concat"), "layer4": (["layer4"], "concat"),
-                "concat123": (["layer1", "layer2", "layer3"], "concat"),
-                "separate123": (["layer1", "layer2", "layer3"], "separate")}
+                "concat123": (["layer3", "layer2", "layer1"], "concat"),  # "1,2,3", stacked as the authors do
+                "separate123": (["layer1", "layer2", "layer3"], "separate")}  # "1+2+3"
     for layer_set, (layers, fusion) in expected.items():
         _, cfg = composed_with_hydra([experiment_override("t1_layers"), f"preset.layer_set={layer_set}"])
         assert (cfg["backbone"]["layers"], cfg["backbone"]["fusion"]) == (layers, fusion)
-    _, cfg = composed_with_hydra([experiment_override("t1_layers"), *LITE, "preset.layer_names=[block2,block4,block10,block15]",
-                       "preset.layer_set=separate123"])
+    _, cfg = composed_with_hydra([experiment_override("t1_layers"), *LITE,
+                                  "preset.layer_names=[block2,block4,block10,block15]", "preset.layer_set=separate123"])
     assert cfg["backbone"]["layers"] == ["block2", "block4", "block10"] and cfg["backbone"]["fusion"] == "separate"
 
 
@@ -128,16 +138,61 @@ def test_presets_match_the_paper_setups():
     assert composed_with_hydra([experiment_override("a3_sparsity")])[1]["save_patch_errors"] is True
     assert sweep("t2_architectures")["backbone"] == ["resnet18", "wide_resnet50_2", "efficientnet_b5",
                                                      "efficientnet_b6", "efficientnet_b7"]
-    assert sweep("t3_best_mvtec") == {"backbone.layers": ["[block15]", "[block22]", "[block30]"]}
+    assert sweep("t3_best_mvtec") == {"backbone.layers": ["[block30,block22,block15]"]}
     seeds = ["0", "1", "2", "3"]
     assert sweep("t4_rd_mvtec") == {"dataset.train_seed": seeds, "dataset.test_seed": seeds}
-    assert composed_with_hydra([experiment_override("t4_rd_mvtec")])[1]["report"]["average"] == ["dataset.train_seed",
-                                                                                      "dataset.test_seed"]
-    assert "image_ap" in composed_with_hydra([experiment_override("t5_btad")])[1]["report"]["metrics"]
+    assert composed_with_hydra([experiment_override("t4_rd_mvtec")])[1]["report"]["average"] == [
+        "dataset.train_seed", "dataset.test_seed"]
+    assert composed_with_hydra([experiment_override("t5_btad")])[1]["report"]["metrics"] == [
+        "image_auroc", "image_ap", "pixel_auroc", "pixel_ap"]
     assert sweep("t6_mtd") == {"backbone": ["efficientnet_b6", "efficientnet_b7"]}
     one_class = sweep("one_class")["dataset.categories"]
     assert sorted(one_class[:-1]) == sorted(f"[{name}]" for name in (*MVTEC_TEXTURES, *MVTEC_OBJECTS))
     assert one_class[-1] == "null"
+
+
+#: What the paper ran (and the authors' code runs), preset by preset: backbone, layers, fusion.
+PAPER_MODELS = {
+    "a1_dictionary": ("resnet18", ["layer3"], "concat"),
+    "a2_iterations": ("resnet18", ["layer3"], "concat"),
+    "a3_sparsity": ("resnet18", ["layer3"], "concat"),
+    "t1_layers": ("resnet18", ["layer3"], "concat"),
+    "t2_architectures": ("resnet18", ["layer3"], "concat"),
+    "t3_best_mvtec": ("efficientnet_b6", ["block30", "block22", "block15"], "concat"),
+    "t4_rd_mvtec": ("efficientnet_b6", ["block30", "block22", "block15"], "concat"),
+    "t5_btad": ("efficientnet_b6", ["block30", "block22", "block15"], "concat"),
+    "t6_mtd": ("efficientnet_b6", ["block30"], "concat"),
+    "t7_ksdd": ("efficientnet_b7", ["block37"], "concat"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_MODELS))
+def test_paper_presets_run_the_papers_model_in_the_authors_code(name):
+    """Each paper preset, as composed, builds the model the paper describes: the backbone and
+    layers (the best model of Tables 3-5 is B6 blocks 15, 22, 30 combined in the dictionary
+    learning), the first d² channels, the 2-D DCT start, round(d²/4) non-zeros, dead atoms kept,
+    the authors' resize filter."""
+    from gpuksvd.detector import PSDL
+    from gpuksvd.features import build_extractor
+
+    _, cfg = composed_with_hydra([experiment_override(name)])
+    backbone, layers, fusion = PAPER_MODELS[name]
+    config = train_config(cfg)
+    assert (config.backbone.name, config.backbone.layers, config.backbone.fusion) == (backbone, layers, fusion)
+    assert config.backbone.trim_to_square and config.ksvd.init == "dct2d" and config.ksvd.dead_atoms == "keep"
+    assert config.ksvd.stats_codes == "ksvd" and config.ksvd.n_iter == 20 and config.ksvd.n_atoms is None
+    assert config.dataset.interpolation == "authors"
+    with torch.device("meta"):  # shapes only
+        extractor = build_extractor(backbone, layers, weights="random", fusion=fusion, trim_to_square=True)
+    model = PSDL(extractor, config.ksvd, config.dataset.preprocess())
+    channels = [sum(extractor.layer_channels)] if fusion == "concat" else extractor.layer_channels
+    for index, total in enumerate(channels):
+        d = math.isqrt(total)
+        assert model.feature_shapes[index][0] == d * d  # the first d² channels
+        assert model.sets[index].dictionaries_.shape[1:] == (d * d, d * d)  # d² atoms
+        assert model.n_nonzero(index) == round(d * d / 4)
+    if name.startswith("t3"):
+        assert model.feature_shapes[0] == (484, 14, 14)  # 144 + 144 + 200 = 488 channels → 22²
 
 
 def test_top_level_seed_reaches_random_init():
@@ -156,3 +211,22 @@ def test_help_lists_the_presets_only():
     assert done.returncode == 0 and "experiment: " in done.stdout
     presets = done.stdout.split("experiment: ")[1].splitlines()[0]
     assert "_base" not in presets and "a1_dictionary" in presets
+
+
+def test_the_improvements_preset_changes_one_thing_at_a_time():
+    hydra, _ = composed_with_hydra([experiment_override("improvements")])
+    variants = sweep_values(hydra.sweeper.params)["preset.variant"]
+    settings = {}
+    for variant in variants:
+        cfg = composed_with_hydra([experiment_override("improvements"), f"preset.variant={variant}"])[1]
+        settings[variant] = {"trim": cfg["backbone"]["trim_to_square"], "init": cfg["ksvd"]["init"],
+                             "dead": cfg["ksvd"]["dead_atoms"], "stats": cfg["ksvd"]["stats_codes"],
+                             "update": cfg["ksvd"]["atom_update"], "resize": cfg["dataset"]["interpolation"]}
+    paper = composed(["ksvd=paper"])
+    assert settings["paper"] == {"trim": paper["backbone"]["trim_to_square"], "init": paper["ksvd"]["init"],
+                                 "dead": paper["ksvd"]["dead_atoms"], "stats": paper["ksvd"]["stats_codes"],
+                                 "update": paper["ksvd"]["atom_update"], "resize": paper["dataset"]["interpolation"]}
+    for variant in ("exact", "omp_stats", "replace_dead", "bilinear"):
+        changed = {key for key in settings["paper"] if settings[variant][key] != settings["paper"][key]}
+        assert len(changed) == 1, (variant, changed)
+    assert {k for k in settings["paper"] if settings["all_channels"][k] != settings["paper"][k]} == {"trim", "init"}

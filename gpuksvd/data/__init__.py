@@ -12,12 +12,21 @@ from .ksdd import KSDD_LAYOUT, list_ksdd
 from .mtd import MTD_LAYOUT, list_mtd
 from .mvtec import MVTEC_LAYOUT, MVTEC_OBJECTS, MVTEC_TEXTURES, list_mvtec
 from .records import ANOMALOUS, NORMAL, ImageRecord
-from .registry import DATASET_NAMES, DATASET_OPTIONS, category_groups, dataset_option_keys, list_dataset, seed_key
+from .registry import (
+    AUTHORS_INTERPOLATION,
+    DATASET_NAMES,
+    DATASET_OPTIONS,
+    category_groups,
+    dataset_option_keys,
+    list_dataset,
+    resolve_interpolation,
+    seed_key,
+)
 from .splits import DataSplits, build_splits
-from .transforms import Preprocess
+from .transforms import INTERPOLATIONS, Preprocess
 
 __all__ = [
-    "ANOMALOUS", "BTAD_LAYOUT", "DATASET_NAMES", "DATASET_OPTIONS", "DataSplits", "DatasetWarning",
+    "ANOMALOUS", "AUTHORS_INTERPOLATION", "INTERPOLATIONS", "resolve_interpolation", "BTAD_LAYOUT", "DATASET_NAMES", "DATASET_OPTIONS", "DataSplits", "DatasetWarning",
     "FOLDER_LAYOUT", "IMAGE_SUFFIXES", "ImageDataset", "ImageRecord", "KSDD_LAYOUT", "MTD_LAYOUT",
     "MVTEC_LAYOUT", "MVTEC_OBJECTS", "MVTEC_TEXTURES", "NORMAL", "Preprocess", "UnreadableImageError",
     "build_splits", "category_groups", "dataset_option_keys", "list_btad", "list_dataset", "list_folder", "list_images", "list_ksdd",

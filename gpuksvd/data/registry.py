@@ -29,6 +29,20 @@ DATASET_NAMES = tuple(DATASET_OPTIONS)
 _RUN_OPTIONS = ("progress", "seed")
 
 
+#: The image resize filter of the PSDL authors' code per dataset (``interpolation: authors``):
+#: torchvision's ``Resize`` on PIL images, bicubic for MVTec AD (and its rotated variant),
+#: ``Image.ANTIALIAS`` (Lanczos) for BTAD, MTD and KolektorSDD; the MVTec-layout datasets of this
+#: project (generated, folder) follow MVTec AD.
+AUTHORS_INTERPOLATION = {"mvtec": "bicubic", "rd_mvtec": "bicubic", "btad": "lanczos", "mtd": "lanczos",
+                         "ksdd": "lanczos", "folder": "bicubic", "generated": "bicubic"}
+
+
+def resolve_interpolation(name: str, interpolation: str) -> str:
+    """``interpolation`` of dataset ``name``, with ``"authors"`` replaced by that dataset's filter
+    in the authors' code (:data:`AUTHORS_INTERPOLATION`)."""
+    return AUTHORS_INTERPOLATION[name] if interpolation == "authors" else interpolation
+
+
 def seed_key(name: str) -> str:
     """The config key of dataset ``name``'s listing seed: a split seed is not the seed that
     generates the images."""

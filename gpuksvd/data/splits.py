@@ -9,7 +9,7 @@ from typing import Any
 from .layout import DatasetWarning
 from .dataset import ImageDataset
 from .records import ANOMALOUS
-from .registry import DATASET_OPTIONS, category_groups, list_dataset, seed_key
+from .registry import DATASET_OPTIONS, category_groups, list_dataset, resolve_interpolation, seed_key
 from .transforms import Preprocess
 
 
@@ -47,7 +47,8 @@ def build_splits(dataset_cfg: Mapping[str, Any], *, mean: Sequence[float], std: 
     ----------
     dataset_cfg : mapping
         The keys of ``conf/dataset/*.yaml``: ``name``, ``root``, ``categories``, ``resize``,
-        ``crop``, ``pre_crop``, ``random_rotation``, ``random_crop``, ``train_seed``,
+        ``crop``, ``pre_crop``, ``random_rotation``, ``random_crop``, ``interpolation`` (``authors``:
+        the PSDL code's filter for the dataset), ``train_seed``,
         ``test_seed`` (seeds of the random preprocessing of each split, Rd-MVTec's protocol),
         ``split_seed`` (MTD, KSDD, folder), ``test_fraction`` (MTD, KSDD),
         ``skip_unreadable``; plus ``generation_seed`` and ``progress`` (generated), ``keep_duplicates_together``
@@ -99,6 +100,7 @@ def build_splits(dataset_cfg: Mapping[str, Any], *, mean: Sequence[float], std: 
         pre_crop=cfg.get("pre_crop"),
         random_rotation=float(cfg.get("random_rotation") or 0.0),
         random_crop=bool(cfg.get("random_crop", False)),
+        interpolation=resolve_interpolation(name, cfg.get("interpolation") or "bilinear"),
     )
     skip = bool(cfg.get("skip_unreadable", False))
     categories = list(dict.fromkeys(r.category for r in records))

@@ -18,10 +18,18 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 Size = tuple[int, int]
+
+#: Filters an image can be resized with. ``bilinear``: torchvision's, antialiased (gpuksvd's
+#: default); ``bicubic`` and ``lanczos``: PIL's, as the PSDL authors' code resizes (torchvision's
+#: ``Resize`` on PIL images, bicubic for MVTec AD, ``Image.ANTIALIAS`` = Lanczos for BTAD, MTD
+#: and KolektorSDD).
+INTERPOLATIONS = ("bilinear", "bicubic", "lanczos")
+_PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
 
 
 def _as_size(value: int | tuple[int, int] | list[int] | None, name: str) -> Size | None:
@@ -58,6 +66,8 @@ class Preprocess:
         Crop at a uniformly random position instead of the center (needs ``crop``).
     seed : int
         Seed of the random rotation and crop.
+    interpolation : {"bilinear", "bicubic", "lanczos"}
+        Filter of the image resize (:data:`INTERPOLATIONS`); masks always use nearest neighbour.
     """
 
     resize: int | Size = 256
@@ -66,6 +76,7 @@ class Preprocess:
     random_rotation: float = 0.0
     random_crop: bool = False
     seed: int = 0
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         # Frozen dataclass: normalise the sizes to (h, w) tuples in place once.
@@ -84,11 +95,22 @@ class Preprocess:
             raise ValueError(f"random_rotation must be in [0, 180] degrees, got {self.random_rotation}")
         if int(self.seed) < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
 
     @property
     def output_size(self) -> Size:
         """``(height, width)`` of every output image and mask."""
         return self.crop or self.resize
+
+    def _resize_image(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = self.resize
+        if self.interpolation == "bilinear":
+            return F.resize(image, [height, width], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        # PIL's filters, exactly as the reference code resizes (on 8-bit images).
+        pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+        resized = pil.resize((width, height), _PIL_FILTERS[self.interpolation])
+        return torch.from_numpy(np.array(resized)).permute(2, 0, 1).contiguous()
 
     def describe(self) -> dict:
         """JSON-able settings (sizes as ``[height, width]`` lists); :meth:`from_description` inverts it."""
@@ -139,7 +161,7 @@ class Preprocess:
         """
         if self.pre_crop is not None:
             image, mask = F.center_crop(image, list(self.pre_crop)), F.center_crop(mask, list(self.pre_crop))
-        image = F.resize(image, list(self.resize), interpolation=InterpolationMode.BILINEAR, antialias=True)
+        image = self._resize_image(image)
         # NEAREST_EXACT samples at pixel centres like the bilinear image resize; plain NEAREST
         # would shift the mask by up to half a pixel against its image.
         mask = F.resize(mask, list(self.resize), interpolation=InterpolationMode.NEAREST_EXACT)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..sparse import INITS, check_atom_update, check_enough_signals, check_n_iter
 
 STATS_CODES = ("ksvd", "omp")
+DEAD_ATOMS = ("replace", "keep")
 
 
 @dataclass
@@ -24,9 +25,12 @@ class PSDLConfig:
     n_iter : int
         K-SVD iterations (0: fixed initial dictionary, OMP only).
     init : str
-        ``"dct"``, ``"dct2d"``, ``"haar"`` or ``"random"``.
+        ``"dct"``, ``"dct2d"``, ``"haar"``, ``"haar2d"`` or ``"random"``.
     atom_update : str
         ``"approximate"`` (reference code) or ``"exact"``.
+    dead_atoms : str
+        An atom no training signal uses at a location: ``"replace"`` it with the
+        worst-represented signal (gpuksvd), or ``"keep"`` it unchanged (the authors' code).
     stats_codes : str
         Codes the Gaussian is fitted on: ``"ksvd"`` (those after the last atom update, as the
         reference code) or ``"omp"`` (fresh OMP codes, as at test time).
@@ -45,6 +49,7 @@ class PSDLConfig:
     n_iter: int = 20
     init: str = "dct"
     atom_update: str = "approximate"
+    dead_atoms: str = "replace"
     stats_codes: str = "ksvd"
     covariance_reg: float = 0.01
     sigma: float = 4.0
@@ -60,6 +65,8 @@ class PSDLConfig:
             raise ValueError(f"covariance_reg and sigma must be ≥ 0, got {self.covariance_reg} and {self.sigma}")
         if not 0 < self.sparsity <= 1:
             raise ValueError(f"sparsity must be a fraction of the atoms in (0, 1], got {self.sparsity}")
+        if self.dead_atoms not in DEAD_ATOMS:
+            raise ValueError(f"dead_atoms must be one of {', '.join(DEAD_ATOMS)}, got {self.dead_atoms!r}")
         if self.stats_codes not in STATS_CODES:
             raise ValueError(f"stats_codes must be one of {STATS_CODES}, got {self.stats_codes!r}")
         if self.n_atoms is not None and (not isinstance(self.n_atoms, numbers.Integral) or self.n_atoms < 1):
@@ -89,10 +96,12 @@ class PSDLConfig:
                 UserWarning,
                 stacklevel=3,
             )
-        if self.init == "dct2d" and (math.isqrt(n_features) ** 2 != n_features or math.isqrt(n_atoms) ** 2 != n_atoms):
+        if self.init in ("dct2d", "haar2d") and (math.isqrt(n_features) ** 2 != n_features
+                                                 or math.isqrt(n_atoms) ** 2 != n_atoms):
             raise ValueError(
-                f"init=dct2d needs square channel and atom counts, got {n_features} channels and {n_atoms} "
-                f"atoms on {name!r}: set backbone.trim_to_square=true (and a square ksvd.n_atoms), or use ksvd.init=dct"
+                f"init={self.init} needs square channel and atom counts, got {n_features} channels and {n_atoms} "
+                f"atoms on {name!r}: set backbone.trim_to_square=true (and a square ksvd.n_atoms), or use "
+                f"ksvd.init={self.init[:-2]}"
             )
 
     def check_training_size(self, n_train: int, n_features: int, name: str) -> None:

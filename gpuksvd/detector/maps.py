@@ -62,8 +62,8 @@ def anomaly_maps(location_scores: list[Tensor], image_size: tuple[int, int], sig
     Parameters
     ----------
     location_scores : list of Tensor of shape (B, h_i, w_i)
-        One entry per feature set; several (the paper's separate "1,2,3" fusion) are upsampled
-        and summed.
+        One entry per feature set; several (the paper's "1+2+3": layers combined in the
+        calculation, ``fusion="separate"``) are upsampled and summed.
     image_size : (H, W)
     sigma : float
         Standard deviation of the final Gaussian smoothing, in pixels (paper: 4).

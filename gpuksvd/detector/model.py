@@ -36,6 +36,7 @@ class LocationModel(nn.Module):
     mean_ : (P, 2)
     precision_ : (P, 2, 2)
     train_error_ : (n_iter + 1, P) relative training reconstruction error per location
+    train_mse_ : (n_iter + 1, P) its mean squared error, ``‖X − ΓD‖²_F / (N·C)`` (the paper's figures)
     """
 
     def __init__(self, n_locations: int, n_atoms: int, n_features: int, n_iter: int) -> None:
@@ -44,6 +45,7 @@ class LocationModel(nn.Module):
         self.register_buffer("mean_", torch.zeros(n_locations, 2))
         self.register_buffer("precision_", torch.zeros(n_locations, 2, 2))
         self.register_buffer("train_error_", torch.zeros(n_iter + 1, n_locations))
+        self.register_buffer("train_mse_", torch.zeros(n_iter + 1, n_locations))
 
     def fit(self, signals: Tensor, config: PSDLConfig,
             callback: Callable[[int, float], None] | None = None) -> Tensor:
@@ -52,9 +54,10 @@ class LocationModel(nn.Module):
         n_atoms = self.dictionaries_.shape[1]
         n_nonzero = config.nonzero_for(n_atoms, signals.shape[-1])
         generator = torch.Generator().manual_seed(config.seed)  # initial atoms are drawn on the CPU
+        engine = {} if config.dead_atoms == "replace" else {"dead_atoms": config.dead_atoms}
         result = ksvd(signals, n_atoms, n_nonzero, config.n_iter, init=config.init,
                       atom_update=config.atom_update, generator=generator, callback=callback,
-                      max_memory=config.max_memory)
+                      max_memory=config.max_memory, **engine)
         fresh_codes = batch_omp(result.dictionary, signals, n_nonzero, max_memory=config.max_memory)
         fresh = code_descriptors(signals, result.dictionary, fresh_codes)
         descriptors = fresh if config.stats_codes == "omp" else code_descriptors(signals, result.dictionary, result.codes)
@@ -63,6 +66,9 @@ class LocationModel(nn.Module):
         self.mean_.copy_(mean)
         self.precision_.copy_(precision)
         self.train_error_.copy_(result.location_error)
+        # relative error² × ‖X‖² = ‖X − ΓD‖², per entry of the (N, C) signals of a location
+        energy = signals.double().square().sum((1, 2))
+        self.train_mse_.copy_(result.location_error.double().square() * energy / signals[0].numel())
         # Training images are scored as test images are (fresh OMP codes), so that the
         # per-category normalisation from training scores compares like with like.
         return mahalanobis(fresh, mean, precision)

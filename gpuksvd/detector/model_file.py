@@ -106,8 +106,10 @@ def load_model(path: str | Path, *, backbone: str | None = None, layers: list[st
     model = PSDL(stored_extractor(description, weights), PSDLConfig(**description["config"]),
                  stored_preprocess(description))
     missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
-    # Files written before thresholds existed hold none: the model then has no decision rule.
-    missing = [name for name in missing if not name.startswith("extractor.") and name != "thresholds_"]
+    # Files written before thresholds (or the training MSE) existed hold none: the model then
+    # has no decision rule (and no MSE curve).
+    missing = [name for name in missing if not name.startswith("extractor.") and name != "thresholds_"
+               and not name.endswith("train_mse_")]
     if missing or unexpected:
         raise ValueError(f"{path} does not match its own description: missing {missing}, unexpected {unexpected}")
     model.train_categories = list(description.get("train_categories", []))

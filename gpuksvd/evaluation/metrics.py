@@ -47,9 +47,9 @@ from .aupro import (
 )
 
 #: Metric names, in table order.
-METRIC_NAMES = ("image_auroc", "image_ap", "image_f1", "pixel_auroc", "aupro")
+METRIC_NAMES = ("image_auroc", "image_ap", "image_f1", "pixel_auroc", "pixel_ap", "aupro")
 METRIC_TITLES = {"image_auroc": "Image AUROC", "image_ap": "Image AP", "image_f1": "Image F1",
-                 "pixel_auroc": "Pixel AUROC", "aupro": "AUPRO"}
+                 "pixel_auroc": "Pixel AUROC", "pixel_ap": "Pixel AP", "aupro": "AUPRO"}
 
 
 class MissingMaskWarning(UserWarning):
@@ -164,6 +164,61 @@ def pixel_auroc(maps: Tensor, masks: Tensor, *,
                               validate_args=False))
 
 
+def pixel_ap(maps: Tensor, masks: Tensor, *, num_thresholds: int | None = DEFAULT_NUM_THRESHOLDS) -> float:
+    """Average precision of all pixels of all maps pooled together (the PSDL authors' "pixel
+    PR-AUC", scikit-learn's ``average_precision_score``: ``Σ (Rₙ − Rₙ₋₁) Pₙ`` over thresholds).
+
+    Binned like :func:`pixel_auroc`: binning only merges scores that share a cell into one
+    threshold, which can move the precision inside a cell at most between the bounds
+    :func:`ap_binning_error_bound` sums up; above ``BINNING_TOLERANCE`` the exact sweep over
+    every distinct score is used instead.
+
+    Returns
+    -------
+    float
+        AP in [0, 1]; NaN when the masks hold only anomalous or only normal pixels.
+    """
+    maps, masks = check_pixel_inputs(maps, masks)
+    scores, labels = maps.reshape(-1), masks.reshape(-1)
+    tails = tail_sums(scores, labels, num_thresholds) if num_thresholds is not None else None
+    if tails is not None and ap_binning_error_bound(tails) > BINNING_TOLERANCE:
+        tails = None
+    if tails is None:
+        tails = tail_sums(scores, labels, None)
+    n_negative, n_positive = tails[0].tolist()
+    if n_negative == 0 or n_positive == 0:
+        return math.nan
+    return _average_precision(tails)
+
+
+def _average_precision(tails: Tensor) -> float:
+    """AP from ``tail_sums`` (ascending thresholds): precision at each threshold times the
+    recall it adds, scanning from the highest threshold down."""
+    false_positive, true_positive = tails.flip(0).unbind(1)  # descending thresholds
+    recall = true_positive / true_positive[-1]
+    precision = true_positive / (true_positive + false_positive)
+    gained = torch.diff(recall, prepend=recall.new_zeros(1))
+    return float((gained * precision).sum())
+
+
+def ap_binning_error_bound(tails: Tensor) -> float:
+    """Largest change of the AP that merging the scores of each histogram cell can cause.
+
+    Inside a cell, the recall it adds is the same merged or not, while the precision at which
+    it is added can lie anywhere between the cell's extremes: all its negatives scored above all
+    its positives, or the reverse. The bound sums, over cells, the recall added times that
+    spread of precision.
+    """
+    false_positive, true_positive = tails.flip(0).unbind(1)
+    before_fp = torch.cat([false_positive.new_zeros(1), false_positive[:-1]])
+    before_tp = torch.cat([true_positive.new_zeros(1), true_positive[:-1]])
+    added_tp, added_fp = true_positive - before_tp, false_positive - before_fp
+    worst = before_tp / (before_tp + false_positive).clamp_min(1e-300)  # negatives of the cell first
+    best = true_positive / (true_positive + before_fp).clamp_min(1e-300)  # positives first
+    total = true_positive[-1].clamp_min(1e-300)
+    return float(((added_tp / total) * (best - worst) * (added_tp > 0) * (added_fp > 0)).sum())
+
+
 @dataclass
 class MetricsReport:
     """Metrics per category, per group of categories and over all categories.
@@ -177,12 +232,20 @@ class MetricsReport:
     groups : dict[str, dict[str, float]]
         Mean over the categories of each group present in the test set (e.g. "textures").
     mean : dict[str, float]
-        Mean over all categories (the paper's "total").
+        Mean over all categories.
+
+    The paper's "Total" (MVTec AD) is the mean of the group means — textures and objects count
+    equally, not the 15 categories — :attr:`total`; without groups it is :attr:`mean`.
     """
 
     per_category: dict[str, dict[str, float]]
     groups: dict[str, dict[str, float]] = field(default_factory=dict)
     mean: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> dict[str, float]:
+        """The paper's Total: the mean of the group means (the mean over categories without groups)."""
+        return _mean_tables(list(self.groups.values())) if self.groups else dict(self.mean)
 
     @property
     def main_metric(self) -> float:
@@ -198,6 +261,7 @@ class MetricsReport:
             "per_category": {name: clean(table) for name, table in self.per_category.items()},
             "groups": {name: clean(table) for name, table in self.groups.items()},
             "mean": clean(self.mean),
+            "total": clean(self.total),
             "main_metric": clean({"main": self.main_metric})["main"],
         }
 
@@ -214,7 +278,8 @@ class MetricsReport:
         )
 
     def to_markdown(self, metrics: Sequence[str] | None = None) -> str:
-        """Markdown table: rows categories, then groups, then "mean"; values in percent.
+        """Markdown table: rows categories, then groups, the paper's total (with groups) and the
+        mean over categories; values in percent.
 
         Values are printed with one decimal, as the paper's tables (0.9871 → "98.7"); NaN as
         "n/a". ``metrics`` defaults to every metric of :data:`METRIC_NAMES` the report holds.
@@ -225,7 +290,9 @@ class MetricsReport:
         unknown = [name for name in metrics if name not in METRIC_TITLES]
         if unknown:
             raise ValueError(f"unknown metrics {unknown}: choose from {list(METRIC_NAMES)}")
-        rows = [*self.per_category.items(), *self.groups.items(), ("mean", self.mean)]
+        rows = [*self.per_category.items(), *self.groups.items(),
+                *([("total (paper: mean of groups)", self.total)] if self.groups else []),
+                ("mean over categories", self.mean)]
         lines = ["| category | " + " | ".join(METRIC_TITLES[name] for name in metrics) + " |",
                  "|---|" + "---:|" * len(metrics)]
         for name, table in rows:
@@ -304,13 +371,14 @@ def evaluate(
                  "image_ap": image_ap(image_scores[rows], labels[rows]),
                  "image_f1": math.nan if thresholds is None else image_f1(image_scores[rows], labels[rows],
                                                                           thresholds[rows]),
-                 "pixel_auroc": math.nan, "aupro": math.nan}
+                 "pixel_auroc": math.nan, "pixel_ap": math.nan, "aupro": math.nan}
         pixel_rows = rows & has_mask
         if maps is not None and bool(pixel_rows.any()):
             pixel_rows = pixel_rows.to(maps.device)
             category_maps, category_masks = maps[pixel_rows], masks[pixel_rows]
             table["pixel_auroc"] = pixel_auroc(category_maps, category_masks,
                                                num_thresholds=num_thresholds)
+            table["pixel_ap"] = pixel_ap(category_maps, category_masks, num_thresholds=num_thresholds)
             table["aupro"] = aupro(category_maps, category_masks, fpr_limit, num_thresholds)
         per_category[name] = table
 

@@ -4,10 +4,11 @@ The extractor keeps only the backbone modules up to the deepest requested layer,
 for ``layer1`` never runs (or stores) ``layer2`` .. ``layer4``. Several layers are fused in
 one of two ways, as in the PSDL paper:
 
-* ``"concat"`` ("1+2+3"): every map is average-pooled to the smallest map's size and the maps
-  are concatenated along channels: one feature set, one dictionary per location.
-* ``"separate"`` ("1,2,3"): one feature set per layer, each with its own dictionaries; the
-  model upsamples and sums their anomaly maps.
+* ``"concat"`` (the paper's "1,2,3": layers combined in the dictionary learning): every map is
+  average-pooled to the smallest map's size and the maps are concatenated along channels, in
+  the order the layers are given: one feature set, one dictionary per location.
+* ``"separate"`` (the paper's "1+2+3": layers combined in the calculation): one feature set per
+  layer, each with its own dictionaries; the model upsamples and sums their anomaly maps.
 
 Optionally each set keeps only its first d² channels, d = floor(sqrt(C)), as the reference
 code does so that the 2-D DCT dictionary initialisation fits.

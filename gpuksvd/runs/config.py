@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Union
 
-from ..data import DATASET_NAMES, Preprocess, dataset_option_keys
+from ..data import DATASET_NAMES, Preprocess, dataset_option_keys, resolve_interpolation
 from ..detector import PSDLConfig
 from ..evaluation import METRIC_NAMES, check_normalization
 from ..features import BACKBONES, FUSIONS
@@ -77,6 +77,7 @@ class DatasetConfig:
     pre_crop: int | list[int] | None
     random_rotation: float
     random_crop: bool
+    interpolation: str
     train_seed: int
     test_seed: int
     split_seed: int
@@ -102,7 +103,8 @@ class DatasetConfig:
         """The geometry of the images (training seed unless ``seed`` is given)."""
         return Preprocess(resize=self.resize, crop=self.crop, pre_crop=self.pre_crop,
                           random_rotation=float(self.random_rotation), random_crop=self.random_crop,
-                          seed=self.train_seed if seed is None else seed)
+                          seed=self.train_seed if seed is None else seed,
+                          interpolation=resolve_interpolation(self.name, self.interpolation))
 
     def as_dict(self) -> dict[str, Any]:
         """The keys as the YAML has them (what :func:`gpuksvd.data.build_splits` reads)."""

@@ -30,7 +30,7 @@ from .training import evaluate_quietly
 
 log = logging.getLogger("gpuksvd")
 
-GEOMETRY_KEYS = ("resize", "crop", "pre_crop", "random_rotation", "random_crop")
+GEOMETRY_KEYS = ("resize", "crop", "pre_crop", "random_rotation", "random_crop", "interpolation")
 
 
 class UnseenCategoryWarning(UserWarning):

@@ -188,6 +188,8 @@ def evaluate_and_write(config: TrainConfig, run_dir: Path, model: PSDL, splits: 
         # dictionary), per feature set: the data of the paper's error figures.
         "train_error": {name: location_model.train_error_.cpu().tolist()
                         for name, location_model in zip(model.extractor.set_names, model.sets)},
+        "train_mse": {name: location_model.train_mse_.cpu().tolist()
+                      for name, location_model in zip(model.extractor.set_names, model.sets)},
         "fingerprint": fingerprint,
         "config": config.resolved,
     }

@@ -2,7 +2,9 @@
 
 The training reconstruction error per location (paper Figs. 2 and 4), its curves over K-SVD
 iterations (Figs. 2 and 3), a 3-D view of the error map (Fig. 3) and test-error histograms of
-normal vs anomalous patches (Fig. 5).
+normal vs anomalous patches (Fig. 5). The training error is drawn as one of two quantities
+(:data:`QUANTITIES`): the relative error ``‖X − ΓD‖_F / ‖X‖_F`` of each location (default), or
+the paper's mean squared error ``‖X − ΓD‖²_F / (N·C)`` (``quantity="mse"``).
 """
 from __future__ import annotations
 
@@ -13,24 +15,34 @@ import numpy as np
 from ..runs.plots import pyplot
 from .table import Column, Table
 
+#: Training-error quantities the figures can draw: metrics.json key and axis label.
+QUANTITIES = {"relative": ("train_error", "relative error"), "mse": ("train_mse", "mean squared error")}
 
-def train_errors(column: Column) -> dict[str, tuple[np.ndarray, tuple[int, int]]]:
+
+def train_errors(column: Column, quantity: str = "relative") -> dict[str, tuple[np.ndarray, tuple[int, int]]]:
     """The column's training reconstruction error per feature set, averaged over its finished
     runs (runs whose shape differs from the first one's are left out).
+
+    Parameters
+    ----------
+    quantity : {"relative", "mse"}
+        The relative error per location, or the mean squared error (runs from before it was
+        recorded have none).
 
     Returns
     -------
     dict[str, (ndarray of shape (n_iter + 1, P), (h, w))]
-        Feature set name → relative error per K-SVD iteration (row 0: initial dictionary) and
-        location, and the feature map grid with h·w = P.
+        Feature set name → error per K-SVD iteration (row 0: initial dictionary) and location,
+        and the feature map grid with h·w = P.
     """
+    key = _quantity(quantity)[0]
     stacks: dict[str, list[np.ndarray]] = {}
     grids: dict[str, tuple[int, int]] = {}
     for run in column.runs:
         if run.status != "finished":
             continue
         shapes = run.result.get("feature_shapes", [])
-        for (name, errors), shape in zip(run.result.get("train_error", {}).items(), shapes):
+        for (name, errors), shape in zip(run.result.get(key, {}).items(), shapes):
             errors = np.asarray(errors, dtype=np.float64)
             if name not in stacks or errors.shape == stacks[name][0].shape:
                 stacks.setdefault(name, []).append(errors)
@@ -62,9 +74,15 @@ def patch_errors(column: Column, set_index: int = 0) -> tuple[np.ndarray, np.nda
     return np.concatenate(normal), np.concatenate(anomalous)
 
 
-def _columns_with_errors(table: Table) -> list:
+def _quantity(quantity: str) -> tuple[str, str]:
+    if quantity not in QUANTITIES:
+        raise ValueError(f"unknown training-error quantity {quantity!r}: choose one of {', '.join(QUANTITIES)}")
+    return QUANTITIES[quantity]
+
+
+def _columns_with_errors(table: Table, quantity: str) -> list:
     """(column, training errors) for the columns whose runs recorded training errors."""
-    data = [(column, train_errors(column)) for column in table.columns]
+    data = [(column, train_errors(column, quantity)) for column in table.columns]
     return [(column, errors) for column, errors in data if errors]
 
 
@@ -87,10 +105,11 @@ def _save(fig, path: Path, plt) -> Path:
     return path
 
 
-def plot_error_maps(table: Table, path: str | Path) -> Path | None:
+def plot_error_maps(table: Table, path: str | Path, quantity: str = "relative") -> Path | None:
     """Paper Figs. 2 and 4: the final training reconstruction error per location, one heatmap per
     column (and feature set), on one colour scale per feature set."""
-    data = _columns_with_errors(table)
+    data = _columns_with_errors(table, quantity)
+    label = _quantity(quantity)[1]
     if not data:
         return None
     plt = pyplot()
@@ -109,15 +128,16 @@ def plot_error_maps(table: Table, path: str | Path) -> Path | None:
             axis.set_title(f"{column.label}\n{name}, mean {values[-1].mean():.3f}", fontsize=9)
             axis.set_xlabel("feature map column")
             axis.set_ylabel("feature map row")
-            fig.colorbar(shown, ax=axis, fraction=0.046, label="relative error")
+            fig.colorbar(shown, ax=axis, fraction=0.046, label=label)
     fig.suptitle("Training reconstruction error per location after the last K-SVD iteration")
     return _save(fig, Path(path), plt)
 
 
-def plot_error_curves(table: Table, path: str | Path) -> Path | None:
+def plot_error_curves(table: Table, path: str | Path, quantity: str = "relative") -> Path | None:
     """Paper Figs. 2 and 3: the training reconstruction error averaged over locations against
     the K-SVD iteration, one line per column (one panel per feature set)."""
-    data = _columns_with_errors(table)
+    data = _columns_with_errors(table, quantity)
+    label = _quantity(quantity)[1]
     if not data:
         return None
     plt = pyplot()
@@ -132,18 +152,20 @@ def plot_error_curves(table: Table, path: str | Path) -> Path | None:
                           markersize=8 if len(mean) == 1 else 3, label=column.label)
         axis.set_xlabel("K-SVD iteration (0 = initial dictionary)")
         _integer_ticks(axis)
-        axis.set_ylabel("mean relative error over locations")
+        axis.set_ylabel(f"{label}, mean over locations")
         axis.set_title(f"training reconstruction error, {name}", fontsize=10)
         axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
     return _save(fig, Path(path), plt)
 
 
-def plot_location_curves(table: Table, path: str | Path, set_name: str | None = None) -> Path | None:
+def plot_location_curves(table: Table, path: str | Path, quantity: str = "relative",
+                         set_name: str | None = None) -> Path | None:
     """Paper Fig. 3: the training error curve of every location (thin lines, coloured by
     location) and their mean (black), one panel per column, for one feature set (default: the
     first)."""
-    data = _columns_with_errors(table)
+    data = _columns_with_errors(table, quantity)
+    label = _quantity(quantity)[1]
     if not data:
         return None
     set_name = set_name or next(iter(data[0][1]))
@@ -160,14 +182,16 @@ def plot_location_curves(table: Table, path: str | Path, set_name: str | None = 
         _integer_ticks(axis)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    axes[0, 0].set_ylabel(f"relative error per location, {set_name}")
+    axes[0, 0].set_ylabel(f"{label} per location, {set_name}")
     return _save(fig, Path(path), plt)
 
 
-def plot_error_surfaces(table: Table, path: str | Path, set_name: str | None = None) -> Path | None:
+def plot_error_surfaces(table: Table, path: str | Path, quantity: str = "relative",
+                        set_name: str | None = None) -> Path | None:
     """Paper Fig. 3: the final training error map as a 3-D surface over the feature map grid,
     one panel per column, for one feature set (default: the first)."""
-    data = _columns_with_errors(table)
+    data = _columns_with_errors(table, quantity)
+    label = _quantity(quantity)[1]
     if not data:
         return None
     set_name = set_name or next(iter(data[0][1]))
@@ -182,12 +206,12 @@ def plot_error_surfaces(table: Table, path: str | Path, set_name: str | None = N
         axis.set_title(column.label, fontsize=9)
         axis.set_xlabel("column")
         axis.set_ylabel("row")
-        axis.set_zlabel("relative error")
+        axis.set_zlabel(label)
     fig.suptitle(f"Final training error map, {set_name}")
     return _save(fig, Path(path), plt)
 
 
-def plot_patch_error_histograms(table: Table, path: str | Path) -> Path | None:
+def plot_patch_error_histograms(table: Table, path: str | Path, quantity: str = "relative") -> Path | None:
     """Paper Fig. 5: histograms of the test reconstruction error of normal and of anomalous
     patches (feature-map cells with an anomalous pixel), each normalised to sum to 1, on
     log-spaced bins (values beyond the 0.1st / 99.9th percentiles go to the end bins); one panel

@@ -10,7 +10,7 @@ from .table import build_table
 
 
 def write_report(folder: str | Path, out: str | Path | None = None, *, metrics: Sequence[str] | None = None,
-                 average: Iterable[str] | None = None, figures: bool = True) -> dict[str, Path]:
+                 average: Iterable[str] | None = None, figures: bool = True, error: str = "relative") -> dict[str, Path]:
     """Read a multirun folder and write ``table.md``, ``table.csv`` and the figures.
 
     Parameters
@@ -23,6 +23,9 @@ def write_report(folder: str | Path, out: str | Path | None = None, *, metrics: 
         See :func:`build_table`.
     figures : bool
         Also write the PNG figures of :data:`FIGURES` (those the runs have data for).
+    error : {"relative", "mse"}
+        The training-error quantity of the figures (:data:`~gpuksvd.sweeps.figures.QUANTITIES`):
+        the relative error, or the paper's mean squared error.
 
     Returns
     -------
@@ -38,7 +41,7 @@ def write_report(folder: str | Path, out: str | Path | None = None, *, metrics: 
     written["table.md"].write_text(table.to_markdown(title))
     if figures:
         for name, plot in FIGURES.items():
-            path = plot(table, out / name)
+            path = plot(table, out / name, error)
             if path is not None:
                 written[name] = path
     return written

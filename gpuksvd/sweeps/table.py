@@ -4,8 +4,9 @@
   the keys that do not change results (:data:`gpuksvd.runs.RESULT_NEUTRAL_KEYS` and the path
   keys, as recorded in each job's ``override_dirname.exclude_keys``) and the keys that are
   averaged (``average``, e.g. the Rd-MVTec seeds);
-* **rows** are the categories, then the groups of categories (textures / objects) and the
-  mean over all categories (the paper's "total");
+* **rows** are the categories, then the groups of categories (textures / objects), the paper's
+  ``total`` (the mean of the group means, when there are groups) and the ``mean`` over all
+  categories;
 * **cells** hold the chosen metrics in percent with one decimal, e.g. ``98.7 / 96.1`` for image
   AUROC / pixel AUROC; ``failed`` or ``unfinished`` when no run of the column finished.
 
@@ -33,6 +34,8 @@ DEFAULT_METRICS = ("image_auroc", "pixel_auroc")
 CATEGORIES_KEY = "dataset.categories"
 ONE_CLASS, ALL_CATEGORIES = "one-class", "all categories"
 MEAN_ROW = "mean"
+#: The paper's Total: the mean of the group means (MVTec AD: textures and objects count equally).
+TOTAL_ROW = "total"
 
 #: Cost rows of the table: (metrics.json "times" key or "peak_memory_bytes", title, scale).
 COST_ROWS = (("ksvd_per_iter_s", "K-SVD s/iter", 1.0), ("fit_s", "fit s", 1.0),
@@ -51,7 +54,7 @@ class Column:
         ``dataset.categories``).
     runs : list of Run
     values : dict[str, dict[str, float]]
-        Row name (category, group or ``"mean"``) → metric → value in [0, 1] or NaN.
+        Row name (category, group, ``"total"`` or ``"mean"``) → metric → value in [0, 1] or NaN.
     groups : list of str
         The rows of ``values`` that are groups of categories (e.g. "textures").
     failed_rows : set of str
@@ -99,7 +102,7 @@ class Table:
     metrics : list of str
         Metric names shown in each cell (:data:`gpuksvd.evaluation.METRIC_NAMES`).
     rows : list of str
-        Categories, then groups, then ``"mean"``.
+        Categories, then groups, ``"total"`` (the paper's, with groups), then ``"mean"``.
     columns : list of Column
     """
 
@@ -151,6 +154,8 @@ class Table:
         if self.fixed:
             caption.append("Same in every run: " + ", ".join(f"{k}={v}" for k, v in self.fixed.items()) + ".")
         caption.append(f"Cells: {metric_titles} (%).")
+        if TOTAL_ROW in self.rows:
+            caption.append("total: the paper's Total, the mean of the group means; mean: the mean over categories.")
         headers = [self.header(column) for column in self.columns]
         lines = [f"## {title}", ""] if title else []
         lines += [" ".join(caption), "", "| category | " + " | ".join(headers) + " |",
@@ -323,7 +328,8 @@ def _average_runs(runs: Sequence[Run]) -> _Part:
     tables, groups = [], []
     for run in runs:
         report = MetricsReport.from_dict(run.result["metrics"])
-        tables.append({**report.per_category, **report.groups, MEAN_ROW: report.mean})
+        tables.append({**report.per_category, **report.groups, **({TOTAL_ROW: report.total} if report.groups else {}),
+                       MEAN_ROW: report.mean})
         groups += [name for name in report.groups if name not in groups]
     rows = list(dict.fromkeys(row for table in tables for row in table))
     values = {row: {metric: nanmean([table[row].get(metric, math.nan) for table in tables if row in table])
@@ -338,13 +344,15 @@ def _merge_one_class(parts: Sequence[_Part]) -> _Part:
     values: dict[str, dict[str, float]] = {}
     membership: dict[str, list[str]] = {}
     for part in parts:
-        categories = [row for row in part.values if row != MEAN_ROW and row not in part.groups]
+        categories = [row for row in part.values if row not in (MEAN_ROW, TOTAL_ROW) and row not in part.groups]
         values.update((category, part.values[category]) for category in categories)
         for group in part.groups:
             membership.setdefault(group, []).extend(categories)
     merged = dict(values)
     for group, members in membership.items():
         merged[group] = {metric: nanmean([values[name][metric] for name in members]) for metric in METRIC_NAMES}
+    if membership:
+        merged[TOTAL_ROW] = {metric: nanmean([merged[group][metric] for group in membership]) for metric in METRIC_NAMES}
     merged[MEAN_ROW] = {metric: nanmean([row[metric] for row in values.values()]) for metric in METRIC_NAMES}
     costs = {key: sum(part.costs[key] for part in parts) for key, _, _ in COST_ROWS}
     costs["peak_memory_bytes"] = max(part.costs["peak_memory_bytes"] for part in parts)
@@ -366,6 +374,7 @@ def _row_order(columns: Sequence[Column]) -> list[str]:
     categories = []
     for column in columns:
         for row in [*column.values, *sorted(column.failed_rows)]:
-            if row != MEAN_ROW and row not in groups and row not in categories:
+            if row not in (MEAN_ROW, TOTAL_ROW) and row not in groups and row not in categories:
                 categories.append(row)
-    return [*categories, *groups, MEAN_ROW]
+    total = [TOTAL_ROW] if any(TOTAL_ROW in column.values for column in columns) else []
+    return [*categories, *groups, *total, MEAN_ROW]

@@ -20,7 +20,7 @@ def load_conf(name: str, **overrides) -> dict:
     return cfg
 
 
-COMMON_KEYS = ["name", "root", "categories", "resize", "crop", "pre_crop", "random_rotation", "random_crop",
+COMMON_KEYS = ["name", "root", "categories", "resize", "crop", "pre_crop", "random_rotation", "random_crop", "interpolation",
                "train_seed", "test_seed", "split_seed", "test_fraction", "skip_unreadable"]
 
 

@@ -101,3 +101,25 @@ def test_no_random_step_means_identity_draws():
 def test_bad_settings(settings, message):
     with pytest.raises(ValueError, match=message):
         Preprocess(**settings)
+
+
+@pytest.mark.parametrize("interpolation, pil_filter", [("bicubic", "BICUBIC"), ("lanczos", "LANCZOS")])
+def test_pil_filters_resize_exactly_as_pil(interpolation, pil_filter):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    image = torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    mask = torch.zeros(1, 50, 70, dtype=torch.uint8)
+    resized, _ = Preprocess(resize=(40, 30), crop=None, interpolation=interpolation)(image, mask, 0)
+    expected = np.array(Image.fromarray(array).resize((30, 40), getattr(Image.Resampling, pil_filter)))
+    assert np.array_equal(resized.permute(1, 2, 0).numpy(), expected)
+
+
+def test_authors_filter_per_dataset_and_bad_names():
+    from gpuksvd.data import resolve_interpolation
+
+    assert resolve_interpolation("mvtec", "authors") == "bicubic" and resolve_interpolation("btad", "authors") == "lanczos"
+    assert resolve_interpolation("ksdd", "bilinear") == "bilinear"
+    with pytest.raises(ValueError, match="interpolation must be one of bilinear, bicubic, lanczos"):
+        Preprocess(interpolation="nearest")

@@ -91,3 +91,41 @@ def test_detector_scores_agree_between_cpu_and_each_device(extractor, device):
     cpu_maps = model.anomaly_maps(images)
     other_maps = model.to(device).anomaly_maps(images.to(device)).cpu()
     assert torch.allclose(other_maps, cpu_maps, rtol=1e-3, atol=1e-3)
+
+
+def test_the_training_mse_per_location_is_the_mean_squared_residual(extractor):
+    from gpuksvd.sparse import batch_omp, initial_dictionary
+
+    model, _ = fitted(extractor, n_iter=0)  # the fixed DCT dictionary: its codes are plain OMP codes
+    gen = torch.Generator().manual_seed(3)
+    signals = torch.randn(40, 128, 8, 8, generator=gen).flatten(2).permute(2, 0, 1).contiguous()
+    dictionary = initial_dictionary("dct", 64, 16, 128)
+    codes = batch_omp(dictionary, signals, model.n_nonzero(0))
+    expected = (signals - codes @ dictionary).double().square().mean((1, 2))
+    torch.testing.assert_close(model.sets[0].train_mse_[0].double(), expected, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("dead_atoms", ["keep", "replace"])
+def test_the_authors_mode_trims_to_a_square_and_keeps_dead_atoms(dead_atoms):
+    """ksvd=paper (the authors' code): the first d² channels, d² atoms from the 2-D DCT,
+    round(d²/4) non-zeros, and an atom no signal uses left as it was."""
+    from gpuksvd.sparse import initial_dictionary
+
+    extractor = build_extractor("resnet18", ["layer2"], weights="random", trim_to_square=True)
+    model = PSDL(extractor, PSDLConfig(init="dct2d", dead_atoms=dead_atoms, n_iter=1), GEOMETRY)
+    assert model.feature_shapes[0] == (121, 8, 8)  # 128 channels → the first 11² = 121
+    assert model.sets[0].dictionaries_.shape == (64, 121, 121) and model.n_nonzero(0) == round(121 / 4) == 30
+    # Signals in the span of the first 30 atoms of the (orthonormal) 2-D DCT: OMP never picks
+    # the other 91, which are dead in the first iteration.
+    start = initial_dictionary("dct2d", 64, 121, 121)
+    gen = torch.Generator().manual_seed(6)
+    codes = torch.zeros(64, 150, 121)
+    codes[..., :30] = torch.randn(64, 150, 30, generator=gen)
+    features = (codes @ start).permute(1, 2, 0).reshape(150, 121, 8, 8)
+    model.fit_features([features])
+    fitted = model.sets[0].dictionaries_
+    unchanged = torch.isclose(fitted[:, 30:], start[:, 30:], atol=1e-6).all(-1)
+    if dead_atoms == "keep":
+        assert bool(unchanged.all())
+    else:
+        assert float(unchanged.float().mean()) < 0.1  # replaced by (worst-represented) training signals

@@ -19,6 +19,7 @@ from gpuksvd.evaluation.metrics import (
     image_auroc,
     nanmean,
     percent,
+    pixel_ap,
     pixel_auroc,
 )
 from tests.support.maps import random_maps, slow_aupro
@@ -165,9 +166,36 @@ def test_report_dict_and_markdown():
     lines = report.to_markdown().splitlines()
     assert lines[0] == "| category | Image AUROC | Image AP | Pixel AUROC | AUPRO |"
     assert lines[2] == "| carpet | 98.7 | 50.0 | n/a | 90.0 |"
-    assert [line.split(" | ")[0] for line in lines[2:]] == ["| carpet", "| textures", "| mean"]
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| carpet", "| textures", "| total (paper: mean of groups)", "| mean over categories"]
 
 
 def test_nan_aware_helpers():
     assert nanmean([0.5, math.nan, 1.0]) == 0.75 and math.isnan(nanmean([math.nan])) and math.isnan(nanmean([]))
     assert percent(0.98712) == "98.7" and percent(math.nan) == "n/a"
+
+
+def test_the_papers_total_is_the_mean_of_the_group_means():
+    # Table 1, layer 3: textures 0.9486 and objects 0.9134 give the paper's Total 0.931, while the
+    # mean over the 15 categories (5 textures, 10 objects) is 0.925.
+    textures = {f"t{i}": {"image_auroc": 0.9486} for i in range(5)}
+    objects = {f"o{i}": {"image_auroc": 0.9134} for i in range(10)}
+    report = MetricsReport({**textures, **objects}, groups={"textures": {"image_auroc": 0.9486},
+                                                            "objects": {"image_auroc": 0.9134}},
+                           mean={"image_auroc": (5 * 0.9486 + 10 * 0.9134) / 15})
+    assert round(report.total["image_auroc"], 3) == 0.931 and round(report.mean["image_auroc"], 3) == 0.925
+    assert report.to_dict()["total"]["image_auroc"] == pytest.approx(0.931)
+    without_groups = MetricsReport({"01": {"image_auroc": 0.8}}, mean={"image_auroc": 0.8})
+    assert without_groups.total == without_groups.mean
+
+
+@pytest.mark.parametrize("levels", [None, 5])
+def test_pixel_ap_matches_sklearn(levels):
+    maps, masks = random_maps(6, n_images=8, size=24, levels=levels)  # levels: heavy ties
+    expected = average_precision_score(masks.numpy().ravel(), maps.numpy().ravel())
+    for num_thresholds in (None, 1000, DEFAULT_NUM_THRESHOLDS):
+        assert pixel_ap(maps, masks, num_thresholds=num_thresholds) == pytest.approx(expected, abs=BINNING_TOLERANCE)
+    maps[0, 0, 0] = 1e7  # an outlier squeezes every other score into one cell: the exact sweep takes over
+    expected = average_precision_score(masks.numpy().ravel(), maps.numpy().ravel())
+    assert pixel_ap(maps, masks, num_thresholds=30) == pytest.approx(expected, abs=1e-9)
+    assert math.isnan(pixel_ap(maps, torch.zeros_like(masks)))

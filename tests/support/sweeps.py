@@ -37,6 +37,7 @@ def fake_run(folder, overrides, config, per_category=None, groups=None, status="
     if status == "finished":
         result = {"metrics": metrics_of(per_category, groups or {}), "times": {**TIMES, "fit_s": fit_s},
                   "peak_memory_bytes": 2 ** 20, "train_error": {"layer3": [[0.9, 0.8], [0.5, 0.4]]},
+                  "train_mse": {"layer3": [[9.0, 8.0], [5.0, 4.0]]},
                   "feature_shapes": [[256, 1, 2]], "config": config}
         (folder / "metrics.json").write_text(json.dumps(result))
     elif status == "failed":

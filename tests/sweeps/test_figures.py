@@ -22,12 +22,17 @@ def table(tmp_path):
 def test_training_errors_and_patch_errors_come_from_the_run_folders(table):
     errors, grid = train_errors(table.columns[0])["layer3"]
     assert grid == (1, 2) and np.array_equal(errors, [[0.9, 0.8], [0.5, 0.4]])
+    mse, _ = train_errors(table.columns[0], "mse")["layer3"]  # the paper's quantity
+    assert np.array_equal(mse, [[9.0, 8.0], [5.0, 4.0]])
+    with pytest.raises(ValueError, match="unknown training-error quantity 'rmse'"):
+        train_errors(table.columns[0], "rmse")
     normal, anomalous = patch_errors(table.columns[0])
     assert normal.shape == (3,) and anomalous.shape == (1,)
 
 
+@pytest.mark.parametrize("quantity", ["relative", "mse"])
 @pytest.mark.parametrize("name", sorted(FIGURES))
-def test_every_figure_is_drawn_and_not_blank(table, tmp_path, name):
-    path = FIGURES[name](table, tmp_path / name)
+def test_every_figure_is_drawn_and_not_blank(table, tmp_path, name, quantity):
+    path = FIGURES[name](table, tmp_path / name, quantity)
     pixels = np.asarray(Image.open(path).convert("L"), dtype=float)
     assert pixels.shape[0] > 200 and pixels.shape[1] > 300 and pixels.std() > 10, name

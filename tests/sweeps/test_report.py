@@ -85,7 +85,7 @@ def test_table_cells_match_each_runs_metrics(sweep):
     assert text in stdout
     rows = markdown_table(text)
     header, body = rows[0], rows[1:]
-    assert [row[0] for row in body] == ["bottle", "grid", "textures", "objects", "mean"]
+    assert [row[0] for row in body] == ["bottle", "grid", "textures", "objects", "total", "mean"]
     assert header[1:] == [f"ksvd.n_atoms={a}, ksvd.n_iter={i}" for a in (16, 64) for i in (1, 2)]
     for column, label in enumerate(header[1:], start=1):
         n_atoms, n_iter = (part.split("=")[1] for part in label.split(", "))
@@ -94,7 +94,7 @@ def test_table_cells_match_each_runs_metrics(sweep):
             assert all(row[column] == "failed" for row in body)
             continue
         metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
-        tables = {**metrics["per_category"], **metrics["groups"], "mean": metrics["mean"]}
+        tables = {**metrics["per_category"], **metrics["groups"], "total": metrics["total"], "mean": metrics["mean"]}
         for row in body:
             expected = " / ".join(f"{100 * tables[row[0]][m]:.1f}" for m in ("image_auroc", "pixel_auroc"))
             assert row[column] == expected, (row[0], label)
@@ -106,7 +106,7 @@ def test_csv_holds_the_exact_values(sweep):
     _, sweep_dir, report_dir, _ = sweep
     with open(report_dir / "table.csv") as stream:
         lines = list(csv.DictReader(stream))
-    assert len(lines) == 4 * (5 * 2 + 5)  # columns x (rows x metrics + cost rows)
+    assert len(lines) == 4 * (6 * 2 + 5)  # columns x (rows x metrics + cost rows)
     for line in lines:
         folder = run_folder(sweep_dir, line["ksvd.n_atoms"], line["ksvd.n_iter"])
         if line["ksvd.n_atoms"] == "64":
@@ -118,7 +118,7 @@ def test_csv_holds_the_exact_values(sweep):
                         else result["times"][line["metric"]])
         else:
             metrics = result["metrics"]
-            tables = {**metrics["per_category"], **metrics["groups"], "mean": metrics["mean"]}
+            tables = {**metrics["per_category"], **metrics["groups"], "total": metrics["total"], "mean": metrics["mean"]}
             expected = tables[line["row"]][line["metric"]]
         assert math.isclose(float(line["value"]), expected, rel_tol=1e-12), line
 

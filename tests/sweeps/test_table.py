@@ -23,7 +23,7 @@ def test_seeds_are_averaged_in_every_cell(tmp_path):
     table = build_table(load_runs(tmp_path))
     assert table.keys == [] and table.averaged == ["dataset.test_seed", "dataset.train_seed"]
     [column] = table.columns
-    assert table.rows == ["bottle", "grid", "textures", "objects", "mean"]
+    assert table.rows == ["bottle", "grid", "textures", "objects", "total", "mean"]
     bottle = np.mean([v["bottle"][0] for v in values.values()])
     assert column.values["bottle"]["image_auroc"] == pytest.approx(bottle)
     assert column.values["objects"]["image_auroc"] == pytest.approx(bottle)
@@ -48,10 +48,11 @@ def test_one_class_runs_merge_into_one_column_and_failures_show(tmp_path):
     table = build_table(load_runs(tmp_path))
     one_class, every = table.columns
     assert (one_class.label, every.label) == ("one-class", "all categories")
-    assert table.rows == ["bottle", "cable", "grid", "zipper", "objects", "textures", "mean"]
+    assert table.rows == ["bottle", "cable", "grid", "zipper", "objects", "textures", "total", "mean"]
     assert one_class.values["bottle"]["image_auroc"] == 0.6 and one_class.values["grid"]["pixel_auroc"] == 0.6
     assert one_class.values["objects"]["image_auroc"] == pytest.approx(0.7)  # (0.6 + 0.8) / 2
     assert one_class.values["mean"]["image_auroc"] == pytest.approx((0.6 + 0.8 + 0.5) / 3)
+    assert one_class.values["total"]["image_auroc"] == pytest.approx((0.7 + 0.5) / 2)  # paper: mean of groups
     assert one_class.costs["fit_s"] == pytest.approx(6.0)  # three one-class models trained
     assert one_class.costs["test_images_per_s"] == pytest.approx(10.0)  # 3 x 10 images in 3 x 1 s
     assert table.cell("zipper", one_class) == "failed" and table.cell("zipper", every) == "–"
