@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SMALL = dict(n_train=3, n_test_good=2, n_test_defect=4, image_size=128, categories=("gravel", "pill"),
+SMALL = dict(n_train=3, n_test_good=2, n_test_defect=5, image_size=128, categories=("gravel", "pill"),
              progress=False)
 
 

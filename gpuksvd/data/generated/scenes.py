@@ -4,7 +4,9 @@ Texture categories are cut from the real photographs that scikit-image ships ins
 (``skimage.data.brick``, ``grass`` and ``gravel``: no download), tinted, with random crops,
 flips, small rotations and scales and a mild brightness jitter. Object categories (a hex
 nut, a two-colour capsule) are rendered from signed distance functions with a few pixels of
-position and a few degrees of rotation variation.
+position and a few degrees of rotation variation, and part-to-part variation of lighting,
+finish and colour (a few percent): without it every good part would score alike and the
+faint defects of :mod:`.defects` would all rank above them.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .shapes import grid, soft_coverage, square_window
+from .shapes import grid, smooth_noise, soft_coverage, square_window
 
 GENERATED_TEXTURES: tuple[str, ...] = ("brick", "grass", "gravel")
 GENERATED_OBJECTS: tuple[str, ...] = ("nut", "pill")
@@ -69,13 +71,21 @@ class Render:
     outline_sdf: np.ndarray | None = None
 
 
-def render_texture(category: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A random crop of a texture photograph: flip, rotation of a few degrees, scale ±10 %."""
+def render_texture(category: str, size: int, rng: np.random.Generator, *, turn: float = 0.0,
+                   magnification: float = 1.0) -> np.ndarray:
+    """A random crop of a texture photograph: flip, rotation of a few degrees, scale ±10 %.
+
+    ``turn`` (degrees) and ``magnification`` (>= 1 makes the texture coarser) are added on top:
+    the ``pattern`` defect fills a region with the same texture turned and magnified.
+    Returns an array of shape (size, size, 3), float32 in [0, 1].
+    """
+    if not 1.0 <= magnification <= 2.0:  # a finer texture would need more than the 512-px photograph
+        raise ValueError(f"magnification must be in [1, 2], got {magnification}")
     source = load_texture_source(category)
     height, width = source.shape[:2]
-    angle = np.deg2rad(rng.uniform(-6.0, 6.0))
+    angle = np.deg2rad(rng.uniform(-6.0, 6.0) + turn)
     # scale is source pixels per output pixel; the photographs are 512 px, the crops 256 at 1:1.
-    scale = rng.uniform(0.9, 1.1) * 256 / size
+    scale = rng.uniform(0.9, 1.1) * 256 / size / magnification
     flip = np.where(rng.random(2) < 0.5, -1.0, 1.0).astype(np.float32)
     half = (size - 1) / 2
     extent = half * scale * (abs(np.cos(angle)) + abs(np.sin(angle))) + 1
@@ -128,12 +138,17 @@ def _render_nut(size: int, rng: np.random.Generator) -> Render:
 
     y, _ = grid(size)
     table = np.array([0.70, 0.71, 0.69], np.float32) * (0.92 + 0.08 * y / size)[..., None]
-    table = np.broadcast_to(table, (size, size, 3))
-    light = 0.90 + 0.14 * (-u - v) / (2 * apothem)  # lit from the top left
+    table = np.broadcast_to(table * rng.uniform(0.95, 1.05), (size, size, 3))
+    # Part-to-part variation (lighting, finish, lathe marks, grain): without it every good nut
+    # scores the same and any change at all, however faint, ranks above all of them.
+    light_angle = np.deg2rad(225 + rng.uniform(-25, 25))  # lit from about the top left
+    light = 0.90 + 0.14 * (u * np.cos(light_angle) + v * np.sin(light_angle)) / (np.sqrt(2) * apothem)
     chamfer = 1 - 0.30 * np.clip((radius - 1.02 * apothem) / (3 * s), 0, 1)
     thread = 1 - 0.35 * np.clip((hole_radius + 8 * s - radius) / (2 * s), 0, 1)
-    turned = 1 + 0.025 * np.sin(radius * 1.7 / s)  # lathe rings on the face
-    metal = np.array([0.50, 0.51, 0.55], np.float32) * (light * chamfer * thread * turned)[..., None]
+    turned = 1 + rng.uniform(0.015, 0.04) * np.sin(radius * rng.uniform(1.5, 1.9) / s + rng.uniform(0, 2 * np.pi))
+    grain = 1 + rng.uniform(0.01, 0.04) * smooth_noise(size, rng, rng.uniform(3, 8) * s)
+    finish = np.array([0.50, 0.51, 0.55], np.float32) * rng.uniform(0.92, 1.08) + rng.uniform(-0.015, 0.015, 3)
+    metal = finish.astype(np.float32) * (light * chamfer * thread * turned * grain)[..., None]
     image = _with_shadow(table, coverage, s) * (1 - coverage[..., None]) + metal * coverage[..., None]
     return Render(image.astype(np.float32), table, sdf, hexagon)
 
@@ -147,8 +162,11 @@ def _render_pill(size: int, rng: np.random.Generator) -> Render:
 
     y, x = grid(size)
     table = np.array([0.14, 0.15, 0.18], np.float32) * (1.05 - 0.1 * x / size)[..., None]
-    table = np.broadcast_to(table, (size, size, 3))
-    red, white = np.array([0.78, 0.24, 0.18], np.float32), np.array([0.93, 0.91, 0.86], np.float32)
+    table = np.broadcast_to(table * rng.uniform(0.9, 1.1), (size, size, 3))
+    # batch-to-batch variation of the gelatine's colours (see _render_nut for why)
+    red = np.array([0.78, 0.24, 0.18], np.float32) * rng.uniform(0.94, 1.04) + rng.uniform(-0.02, 0.02, 3)
+    white = np.array([0.93, 0.91, 0.86], np.float32) * rng.uniform(0.96, 1.02)
+    red, white = red.astype(np.float32), white.astype(np.float32)
     side = np.clip(0.5 + u / (1.5 * s), 0, 1)[..., None]  # 0 on the red half, 1 on the white
     body = red * (1 - side) + white * side
     # speckles of the white half: normal variation, far smaller than any defect
@@ -164,7 +182,7 @@ def _render_pill(size: int, rng: np.random.Generator) -> Render:
     across = np.clip(np.abs(v) / radius, 0, 1)
     cylinder = 0.72 + 0.28 * np.sqrt(1 - across**2)
     seam = 1 - 0.25 * np.exp(-(u / (1.2 * s)) ** 2)
-    highlight = 0.22 * np.exp(-(((v + 0.45 * radius) / (0.12 * radius)) ** 2))
+    highlight = rng.uniform(0.15, 0.26) * np.exp(-(((v + 0.45 * radius) / (0.12 * radius)) ** 2))
     highlight = highlight * (np.abs(u) < half_length + 0.5 * radius)
     pill = body * (cylinder * seam)[..., None] + highlight[..., None]
     pill = np.clip(pill, 0, 1)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .defects import apply_defect, defect_types
 from .scenes import GENERATED_CATEGORIES, check_categories, render_clean
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bump when the rendering changes, so that cached trees of the old version are not reused."""
 
 DEFAULT_N_TRAIN = 60  # 5 x 60 = 300 >= the 112 atoms of Lite0's default layer

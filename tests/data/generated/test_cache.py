@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuksvd.data.generated import MARKER_NAME, cache, ensure_generated, generate_dataset, writer
+from gpuksvd.data.generated import FORMAT_VERSION, MARKER_NAME, cache, ensure_generated, generate_dataset, writer
 from tests.support.generated import SMALL, pngs
 
 
@@ -31,13 +31,13 @@ def _small(**overrides):
 def test_default_folder_follows_the_environment(tmp_path, monkeypatch, count_generations):
     monkeypatch.setenv("GPUKSVD_CACHE", str(tmp_path / "cache"))
     root = ensure_generated(seed=3, **SMALL)
-    assert root == tmp_path / "cache" / "generated" / "v1-seed3"
+    assert root == tmp_path / "cache" / "generated" / f"v{FORMAT_VERSION}-seed3"
     assert (root / MARKER_NAME).exists() and len(count_generations) == 1
     assert count_generations[0].parent == root.parent and count_generations[0] != root  # a temp sibling
-    assert [p.name for p in root.parent.iterdir()] == ["v1-seed3"]  # the temp folder is gone
+    assert [p.name for p in root.parent.iterdir()] == [f"v{FORMAT_VERSION}-seed3"]  # the temp folder is gone
     monkeypatch.delenv("GPUKSVD_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert cache.default_cache_dir(0) == tmp_path / "home" / ".cache" / "gpuksvd" / "generated" / "v1-seed0"
+    assert cache.default_cache_dir(0) == tmp_path / "home" / ".cache" / "gpuksvd" / "generated" / f"v{FORMAT_VERSION}-seed0"
 
 
 def test_second_call_reuses_the_tree(tmp_path, count_generations):
@@ -90,7 +90,7 @@ def test_interrupted_generation_leaves_no_tree(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr(writer, "render_sample", original)
     root = ensure_generated(tmp_path / "gen", **SMALL)
-    assert len(pngs(root)) == 2 * (3 + 2 + 4 + 4)
+    assert len(pngs(root)) == 2 * (3 + 2 + 5 + 5)
 
 
 def test_concurrent_callers_get_one_complete_tree(tmp_path):

@@ -38,3 +38,26 @@ def test_objects_move_and_turn_by_a_little():
     offsets = np.asarray(centers) - 127.5
     assert np.abs(offsets).max() <= 6 and offsets.std(axis=0).min() > 0.5
     assert np.abs(angles).max() <= 6 and np.std(angles) > 0.5
+
+
+@pytest.mark.parametrize("category", GENERATED_TEXTURES)
+def test_a_magnified_texture_is_coarser(category):
+    # The pattern defect draws the texture magnified: edges per pixel fall by about the factor.
+    def busyness(magnification):
+        grey = scenes.render_texture(category, 256, np.random.default_rng(3), magnification=magnification).mean(-1)
+        return np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean()
+
+    ratio = busyness(2.0) / busyness(1.0)
+    assert 0.35 <= ratio <= 0.65, f"{category}: magnified 2x, gradients scale by {ratio:.2f}"
+    with pytest.raises(ValueError, match="magnification must be in"):
+        scenes.render_texture(category, 256, np.random.default_rng(3), magnification=0.5)
+
+
+def test_good_objects_vary_from_part_to_part():
+    # Lighting, finish and grain differ between good nuts, as between real parts: the face's
+    # mean grey level spreads by more than the sensor noise could explain.
+    faces = []
+    for index in range(8):
+        render = scenes.render_clean("nut", 256, sample_rngs(0, "nut", "train", "good", index)[0])
+        faces.append(render.image[render.object_sdf <= -5].mean() * 255)
+    assert np.std(faces) >= 2.0, f"face means {np.round(faces, 1)}"

@@ -30,7 +30,7 @@ def test_layout_counts_and_formats(tmp_path):
                 assert mask.mode == "L" and mask.size == image.size
                 values = np.unique(np.asarray(mask))
                 assert set(values.tolist()) == {0, 255}, f"{mask_path}: mask values {values}"
-        assert n_defective == 4
+        assert n_defective == 5  # one of each kind
     assert {p.name for p in root.iterdir()} == {"gravel", "pill", MARKER_NAME}
 
 
@@ -39,9 +39,9 @@ def test_tree_is_read_by_list_mvtec(tmp_path):
 
     root = generate_dataset(tmp_path / "gen", **SMALL)
     records = list_mvtec(root)
-    assert len(records) == 2 * (3 + 2 + 4)
+    assert len(records) == 2 * (3 + 2 + 5)
     anomalous = [r for r in records if r.label == 1]
-    assert len(anomalous) == 8 and all(r.mask_path is not None and r.mask_path.exists() for r in anomalous)
+    assert len(anomalous) == 10 and all(r.mask_path is not None and r.mask_path.exists() for r in anomalous)
     assert {r.defect_type for r in anomalous if r.category == "pill"} == set(defect_types("pill"))
 
 
@@ -49,7 +49,7 @@ def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
     first = pngs(generate_dataset(tmp_path / "a", seed=5, **SMALL))
     again = pngs(generate_dataset(tmp_path / "b", seed=5, **SMALL))
     other = pngs(generate_dataset(tmp_path / "c", seed=6, **SMALL))
-    assert first.keys() == again.keys() == other.keys() and len(first) == 2 * (3 + 2 + 4 + 4)
+    assert first.keys() == again.keys() == other.keys() and len(first) == 2 * (3 + 2 + 5 + 5)
     assert first == again
     images = [name for name in first if "ground_truth" not in name]
     assert all(first[name] != other[name] for name in images)
@@ -57,7 +57,7 @@ def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
 
 def test_an_image_does_not_depend_on_how_many_are_generated(tmp_path):
     few = pngs(generate_dataset(tmp_path / "few", **SMALL))
-    more = pngs(generate_dataset(tmp_path / "more", **{**SMALL, "n_train": 5, "n_test_defect": 8}))
+    more = pngs(generate_dataset(tmp_path / "more", **{**SMALL, "n_train": 5, "n_test_defect": 10}))
     assert all(more[name] == data for name, data in few.items())
 
 
