@@ -1,5 +1,6 @@
 """Glue between Hydra and the run layer: the resolvers ``conf/`` uses, the sweep's failure
-summary, and how the entry scripts report errors.
+summary, how the entry scripts report errors, and the checks of torchrun launches and of the
+optional launcher and sweeper plugins.
 
 Imported by the entry scripts (and the tests that compose configs) before any config is
 composed. The library itself never imports this module, so it keeps running without Hydra.
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..data import UnreadableImageError
 from ..files import write_json
 from .config import SWEEP_DIRNAME_EXCLUDED, ConfigError
+from .distributed import launch, log_file_suffix, rank_prefix, record_for_launcher, shared_now
 from .run_folder import FAILED_FILE
 
 log = logging.getLogger("gpuksvd")
@@ -52,11 +54,27 @@ def job_dirname(overrides: Sequence[str]) -> str:
 
 
 def register_resolvers() -> None:
-    """Register ``${gpuksvd.sweep_excluded_keys:}`` and ``${gpuksvd.job_dirname:…}`` (idempotent)."""
+    """Register the resolvers ``conf/`` uses (idempotent): ``${gpuksvd.sweep_excluded_keys:}``,
+    ``${gpuksvd.job_dirname:…}``, ``${gpuksvd.now:<strftime pattern>}`` (the time, the same in
+    every process of a torchrun launch) and ``${gpuksvd.log_suffix:}`` (``.rank<r>`` for the
+    ranks other than 0 of a torchrun launch, so that each writes its own log file)."""
     OmegaConf.register_new_resolver("gpuksvd.sweep_excluded_keys", lambda: list(SWEEP_DIRNAME_EXCLUDED),
                                     replace=True)
     OmegaConf.register_new_resolver("gpuksvd.job_dirname", lambda overrides: job_dirname(list(overrides)),
                                     replace=True)
+    OmegaConf.register_new_resolver("gpuksvd.now", lambda pattern: shared_now().strftime(pattern), replace=True,
+                                    use_cache=True)
+    OmegaConf.register_new_resolver("gpuksvd.log_suffix", log_file_suffix, replace=True)
+
+
+def check_launch(multirun: bool) -> None:
+    """Refuse a sweep (``-m``) started by torchrun: every process would run the whole sweep."""
+    if multirun and launch() is not None:
+        raise ConfigError(
+            "train.py -m under torchrun: a sweep runs its jobs through a Hydra launcher, each job in its own process "
+            "(hydra/launcher=...); torchrun spreads one "
+            "fit over several processes: run the sweep's fits one by one with torchrun instead"
+        )
 
 
 class FailedJobsSummary(Callback):
@@ -106,8 +124,8 @@ def run_and_report(work: Callable[[], Any], *, run_dir: str | Path, resolved: di
                    multirun: bool, debug: bool) -> Any:
     """Call ``work()``; on an error record it in the run folder, then:
 
-    * in a sweep, log it and return NaN, so that the other jobs go on (the sweep's summary
-      reports it and exits non-zero at the end);
+    * in a sweep, log it and return None, so that the other jobs go on (the sweep's summary
+      reports it and exits non-zero at the end; the Optuna sweeper records a failed trial);
     * for a user mistake (:data:`USER_ERRORS`), print its message alone and exit with status 1,
       the traceback being in the run's log (``debug=true`` or ``HYDRA_FULL_ERROR=1`` prints it);
     * otherwise re-raise (a bug: the traceback is what helps).
@@ -116,19 +134,23 @@ def run_and_report(work: Callable[[], Any], *, run_dir: str | Path, resolved: di
         return work()
     except Exception as error:
         report_failure(error, run_dir, resolved, log_name)
+        record_for_launcher(error)  # torchrun's summary shows the message
         if multirun:
             log.error("run failed: %s: %s (traceback in %s)", type(error).__name__, error,
                       Path(run_dir) / log_name)
-            return float("nan")
+            # None, not NaN: the Optuna sweeper marks the trial failed and goes on (a NaN aborts it)
+            return None
         full = debug or os.environ.get("HYDRA_FULL_ERROR") == "1"
         if isinstance(error, USER_ERRORS) and not full:
-            print(f"error: {error}\n(the full traceback is in {Path(run_dir) / log_name}; debug=true prints it)",
-                  file=sys.stderr)
+            prefix = rank_prefix()  # which process says it, unless the message does already
+            prefix = "" if str(error).startswith(prefix.rstrip(": ")) else prefix
+            print(f"{prefix}error: {error}\n(the full traceback is in {Path(run_dir) / log_name}; "
+                  "debug=true prints it)", file=sys.stderr)
             raise SystemExit(1) from None
         raise
 
 
-__all__ = ["FailedJobsSummary", "USER_ERRORS", "job_dirname", "register_resolvers", "report_failure",
+__all__ = ["FailedJobsSummary", "USER_ERRORS", "check_launch", "job_dirname", "register_resolvers", "report_failure",
            "run_and_report"]
 
 register_resolvers()
