@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import sys
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -85,12 +84,15 @@ class FailedJobsSummary(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started = time.time()
+        # What is there before the sweep: a failure record is this sweep's when it is new or was
+        # rewritten (atomic writes give it a new inode). No clock is compared, so jobs on other
+        # machines (SLURM, Ray) with skewed clocks are judged right.
+        self.before = self._records(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        started = getattr(self, "started", 0.0) - 1.0
-        failed = sorted(path for path in sweep_dir.rglob(FAILED_FILE) if path.stat().st_mtime >= started)
+        before = getattr(self, "before", {})
+        failed = sorted(path for path, identity in self._records(sweep_dir).items() if before.get(path) != identity)
         if not failed:
             return
         lines = []
@@ -104,6 +106,17 @@ class FailedJobsSummary(Callback):
                    f"retry only these):\n" + "\n".join(lines))
         print(message, file=sys.stderr)
         raise SystemExit(1)
+
+    @staticmethod
+    def _records(sweep_dir: Path) -> dict[Path, tuple[int, int]]:
+        records = {}
+        for path in sweep_dir.rglob(FAILED_FILE) if sweep_dir.is_dir() else ():
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            records[path] = (stat.st_ino, stat.st_mtime_ns)
+        return records
 
 
 def report_failure(error: BaseException, run_dir: str | Path, resolved: dict, log_name: str) -> None:

@@ -1,5 +1,6 @@
 """The Hydra glue: sweep folder names, the failure record, one-line messages for user mistakes."""
 import json
+import os
 
 import pytest
 
@@ -48,3 +49,25 @@ def test_bugs_and_debug_keep_the_traceback_and_sweeps_go_on(tmp_path):
     assert run_and_report(lambda: 42, run_dir=tmp_path, resolved={}, log_name="x.log", multirun=False,
                           debug=False) == 42
 
+
+def test_the_sweep_summary_lists_the_failures_of_this_sweep_whatever_the_clocks(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from gpuksvd.files import write_json
+    from gpuksvd.runs.hydra_support import FailedJobsSummary
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    write_json({"error": "ValueError: from an earlier sweep"}, tmp_path / "old" / "failed.json")
+    write_json({"error": "ValueError: failed again"}, tmp_path / "again" / "failed.json")
+    summary = FailedJobsSummary()
+    summary.on_multirun_start(config)
+    write_json({"error": "ValueError: failed again"}, tmp_path / "again" / "failed.json")  # rewritten
+    write_json({"error": "ValueError: new failure"}, tmp_path / "new" / "failed.json")
+    os.utime(tmp_path / "new" / "failed.json", (0, 0))  # a compute node whose clock is far behind
+    with pytest.raises(SystemExit) as exit_info:
+        summary.on_multirun_end(config)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "2 job(s) of the sweep failed" in err and "again: ValueError: failed again" in err
+    assert "new: ValueError: new failure" in err and "earlier sweep" not in err
+    FailedJobsSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "none")}}}))
