@@ -4,11 +4,14 @@
     python train.py backbone=efficientnet_b6 dataset=mvtec dataset.root=/data/mvtec_anomaly_detection
     python train.py -m ksvd.n_iter=10,20,50           # a sweep; see conf/experiment/ for the paper's
     torchrun --nproc-per-node=4 train.py backbone=wide_resnet50_2 dataset=mvtec   # one fit over 4 GPUs
+    python train.py -m experiment=t2_architectures hydra/launcher=submitit_slurm   # a sweep on SLURM
 
 A mistake in the input (a config value, a missing folder, an unreadable image) prints one
 message; the traceback is in the run folder's train.log (debug=true prints it). Returns the
 mean image AUROC so that Hydra sweepers can optimise it (None when a sweep's job failed).
 """
+import sys
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -16,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpuksvd.runs import train_config, train_run
 from gpuksvd.runs.distributed import log_file_suffix
-from gpuksvd.runs.hydra_support import check_launch, run_and_report
+from gpuksvd.runs.hydra_support import check_launch, check_plugins, run_and_report
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -34,4 +37,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_plugins(sys.argv[1:])  # a launcher or sweeper preset whose plugin is missing: say what to install
     main()

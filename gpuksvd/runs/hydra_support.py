@@ -8,6 +8,7 @@ composed. The library itself never imports this module, so it keeps running with
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -64,6 +65,58 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("gpuksvd.now", lambda pattern: shared_now().strftime(pattern), replace=True,
                                     use_cache=True)
     OmegaConf.register_new_resolver("gpuksvd.log_suffix", log_file_suffix, replace=True)
+    OmegaConf.register_new_resolver("gpuksvd.gpu_count", gpu_count, replace=True)
+
+
+def gpu_count(minimum: int = 0, maximum: int | None = None) -> int:
+    """The GPUs this machine shows, clipped to [``minimum``, ``maximum``]: the launcher presets'
+    defaults (jobs at once for joblib, GPUs per job for submitit's local executor and Ray)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return max(int(minimum), count if maximum is None else min(count, int(maximum)))
+
+
+#: The presets in ``conf/hydra/launcher/`` and ``conf/hydra/sweeper/`` extend Hydra plugins that
+#: are optional extras: preset → (the plugin's module, what to install).
+PLUGINS = {
+    "hydra/launcher/joblib_gpus": ("hydra_plugins.hydra_joblib_launcher", 'pip install "gpuksvd[cluster]"'),
+    "hydra/launcher/joblib": ("hydra_plugins.hydra_joblib_launcher", 'pip install "gpuksvd[cluster]"'),
+    "hydra/launcher/slurm": ("hydra_plugins.hydra_submitit_launcher", 'pip install "gpuksvd[cluster]"'),
+    "hydra/launcher/submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", 'pip install "gpuksvd[cluster]"'),
+    "hydra/launcher/submitit_local": ("hydra_plugins.hydra_submitit_launcher", 'pip install "gpuksvd[cluster]"'),
+    "hydra/launcher/ray_gpus": ("hydra_plugins.hydra_ray_launcher", 'pip install "gpuksvd[ray]"'),
+    "hydra/launcher/ray": ("hydra_plugins.hydra_ray_launcher", 'pip install "gpuksvd[ray]"'),
+    "hydra/sweeper/tune": ("hydra_plugins.hydra_optuna_sweeper", 'pip install "gpuksvd[cluster]"'),
+    "hydra/sweeper/optuna": ("hydra_plugins.hydra_optuna_sweeper", 'pip install "gpuksvd[cluster]"'),
+}
+
+#: Presets that pick a plugin preset themselves (``experiment=tune`` picks ``hydra/sweeper=tune``).
+PICKS_PLUGIN = {"experiment/tune": "hydra/sweeper/tune"}
+
+
+def plugin_missing(preset: str) -> str | None:
+    """What to install for ``preset`` (``"hydra/launcher/slurm"``), or None when it can run."""
+    plugin = PLUGINS.get(PICKS_PLUGIN.get(preset, preset))
+    if plugin is None:
+        return None
+    try:
+        if importlib.util.find_spec(plugin[0]) is not None:
+            return None
+    except ModuleNotFoundError:  # no Hydra plugin at all: not even the hydra_plugins package
+        pass
+    return f"{plugin[1]} (it provides {plugin[0]})"
+
+
+def check_plugins(arguments: Sequence[str]) -> None:
+    """Stop with what to install when the command line picks a preset whose plugin is missing
+    (``hydra/launcher=slurm`` without hydra-submitit-launcher …)."""
+    for argument in arguments:
+        key, _, value = argument.lstrip("+").partition("=")
+        missing = plugin_missing(f"{key}/{value}")
+        if missing:
+            print(f"error: {argument} needs a Hydra plugin that is not installed: {missing}", file=sys.stderr)
+            raise SystemExit(2)
 
 
 def check_launch(multirun: bool) -> None:
@@ -71,7 +124,7 @@ def check_launch(multirun: bool) -> None:
     if multirun and launch() is not None:
         raise ConfigError(
             "train.py -m under torchrun: a sweep runs its jobs through a Hydra launcher, each job in its own process "
-            "(hydra/launcher=...); torchrun spreads one "
+            "(hydra/launcher=joblib_gpus, slurm or ray_gpus, see conf/hydra/launcher/); torchrun spreads one "
             "fit over several processes: run the sweep's fits one by one with torchrun instead"
         )
 
@@ -163,7 +216,7 @@ def run_and_report(work: Callable[[], Any], *, run_dir: str | Path, resolved: di
         raise
 
 
-__all__ = ["FailedJobsSummary", "USER_ERRORS", "check_launch", "job_dirname", "register_resolvers", "report_failure",
-           "run_and_report"]
+__all__ = ["FailedJobsSummary", "PICKS_PLUGIN", "PLUGINS", "USER_ERRORS", "check_launch", "check_plugins", "gpu_count", "job_dirname",
+           "plugin_missing", "register_resolvers", "report_failure", "run_and_report"]
 
 register_resolvers()

@@ -71,3 +71,19 @@ def test_the_sweep_summary_lists_the_failures_of_this_sweep_whatever_the_clocks(
     assert "2 job(s) of the sweep failed" in err and "again: ValueError: failed again" in err
     assert "new: ValueError: new failure" in err and "earlier sweep" not in err
     FailedJobsSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "none")}}}))
+
+
+def test_a_preset_whose_plugin_is_missing_says_what_to_install(monkeypatch, capsys):
+    from gpuksvd.runs import hydra_support
+
+    monkeypatch.setitem(hydra_support.PLUGINS, "hydra/launcher/slurm",
+                        ("hydra_plugins.not_installed_launcher", 'pip install "gpuksvd[cluster]"'))
+    assert hydra_support.plugin_missing("hydra/launcher/basic") is None  # Hydra's own
+    assert hydra_support.plugin_missing("experiment/a2_iterations") is None
+    assert "gpuksvd[cluster]" in hydra_support.plugin_missing("hydra/launcher/slurm")
+    hydra_support.check_plugins(["ksvd.n_iter=1,2", "hydra/launcher=basic"])
+    with pytest.raises(SystemExit) as exit_info:
+        hydra_support.check_plugins(["-m", "hydra/launcher=slurm"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith('error: hydra/launcher=slurm needs a Hydra plugin that is not installed: '
+                                              'pip install "gpuksvd[cluster]"')
