@@ -28,7 +28,8 @@ def main(cfg: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     multirun = hydra_config.mode == RunMode.MULTIRUN
     check_launch(multirun)
-    result = run_and_report(lambda: train_run(train_config(resolved), hydra_config.runtime.output_dir), run_dir=hydra_config.runtime.output_dir, resolved=resolved,
+    run_dir = hydra_config.runtime.output_dir
+    result = run_and_report(lambda: train_run(train_config(resolved), run_dir), run_dir=run_dir, resolved=resolved,
                             log_name=f"{hydra_config.job.name}{log_file_suffix()}.log", multirun=multirun,
                             debug=bool(resolved.get("debug")))
     if not isinstance(result, dict):

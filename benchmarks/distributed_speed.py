@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--processes", nargs="+", type=int, default=[1, 2], help="process counts (default 1 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU per process)")
-    parser.add_argument("--layers", nargs="+", default=["layer2"], help="ResNet-18 layers (default layer2: 128 channels)")
+    parser.add_argument("--layers", nargs="+", default=["layer2"],
+                        help="ResNet-18 layers (default layer2: 128 channels)")
     parser.add_argument("--image-size", type=int, default=64, help="input size (default 64: an 8x8 layer2 map)")
     parser.add_argument("--n-train", type=int, default=600, help="training images (default 600)")
     parser.add_argument("--n-iter", type=int, default=10, help="K-SVD iterations (default 10)")

@@ -1,10 +1,10 @@
 """One run over several processes (``torchrun``): the process group, its checks and its faults.
 
 A run started by ``torchrun --nproc-per-node=<n> train.py ...`` (or by anything else that sets
-``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``, as SLURM's
-``srun`` with a wrapper does) is one fit spread over the processes; :mod:`.sharded` says which
-process does what. A plain ``python train.py`` never imports ``torch.distributed``: it gets a
-:class:`Solo`, whose every step is the single-process one.
+``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``) is one fit spread
+over the processes; :mod:`.sharded` says which process does what. A plain ``python train.py``
+never imports ``torch.distributed``: it gets a :class:`Solo`, whose every step is the
+single-process one.
 
 The process group is gloo (start-up checks, small objects, CPU tensors, the monitored barriers
 that name a missing process) plus, when every process has a GPU, an NCCL group for the tensor
@@ -86,21 +86,26 @@ _store: Any = None
 _shared_now: datetime.datetime | None = None
 
 
+#: How long a process waits for a key another sets in the store (rank 0's time stamp: the other
+#: processes may start well before rank 0 has imported everything).
+STORE_TIMEOUT = datetime.timedelta(minutes=10)
+
+
 def _rendezvous_store():
-    """The store every process of this launch reaches (torchrun's, or one rank 0 hosts), with
-    gpuksvd's keys under a prefix of their own; made once per process."""
+    """The store every process of this launch reaches (torchrun's, or one rank 0 hosts), made
+    once per process: the process group is built on it too."""
     global _store
     if _store is None:
         import torch.distributed as dist
 
         current = launch()
-        timeout = datetime.timedelta(seconds=float(os.environ.get("GPUKSVD_STORE_TIMEOUT_S", 600)))
-        store, _, _ = next(dist.rendezvous("env://", current.rank, current.world_size, timeout=timeout))
+        store, _, _ = next(dist.rendezvous("env://", current.rank, current.world_size, timeout=STORE_TIMEOUT))
         _store = store
     return _store
 
 
 def _own_keys():
+    """gpuksvd's keys in the store, under a prefix of their own (per torchrun restart)."""
     import torch.distributed as dist
 
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")

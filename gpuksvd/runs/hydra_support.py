@@ -216,7 +216,7 @@ def run_and_report(work: Callable[[], Any], *, run_dir: str | Path, resolved: di
         raise
 
 
-__all__ = ["FailedJobsSummary", "PICKS_PLUGIN", "PLUGINS", "USER_ERRORS", "check_launch", "check_plugins", "gpu_count", "job_dirname",
-           "plugin_missing", "register_resolvers", "report_failure", "run_and_report"]
+__all__ = ["FailedJobsSummary", "PICKS_PLUGIN", "PLUGINS", "USER_ERRORS", "check_launch", "check_plugins", "gpu_count",
+           "job_dirname", "plugin_missing", "register_resolvers", "report_failure", "run_and_report"]
 
 register_resolvers()
