@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> str:
     channels, height, width = shape
     load = os.getloadavg()[0]
     text = (f"### distributed_speed.py — {datetime.datetime.now():%Y-%m-%d %H:%M} — commit {commit()}\n\n"
-            f"Machine: {machine()}; load average {load:.1f} when it ended. One fit (features + exchange + K-SVD + "
+            f"Machine: {machine()}, {os.cpu_count()} cores; load average {load:.1f} when it ended. "
+            f"One fit (features + exchange + K-SVD + "
             f"Gaussians + assembly) of ResNet-18 {'+'.join(args.layers)} ({channels} channels, {height}x{width} = "
             f"{height * width} locations) on {args.n_train} generated images at {args.image_size}x{args.image_size}, "
             f"{channels} atoms, sparsity {args.sparsity}, {args.n_iter} K-SVD iterations, random weights, on "
