@@ -11,6 +11,7 @@ from gpuksvd.data import DATASET_NAMES, MVTEC_OBJECTS, MVTEC_TEXTURES
 from gpuksvd.detector import PSDLConfig
 from gpuksvd.features import BACKBONES
 from gpuksvd.runs import SWEEP_DIRNAME_EXCLUDED, train_config
+from gpuksvd.runs.hydra_support import plugin_missing
 from tests.support.configs import (
     composed,
     composed_with_hydra,
@@ -19,7 +20,17 @@ from tests.support.configs import (
     sweep_values,
 )
 
-PRESETS = options("experiment")
+def needing_plugins(group: str) -> list:
+    """The options of a config group; those whose Hydra plugin is not installed are skipped."""
+    params = []
+    for name in options(group):
+        missing = plugin_missing(f"{group}/{name}")
+        params.append(pytest.param(name, marks=pytest.mark.skipif(
+            missing is not None, reason=f"{group}={name} needs a Hydra plugin that is not installed: {missing}")))
+    return params
+
+
+PRESETS = needing_plugins("experiment")
 LITE = ["backbone=efficientnet_lite0", "dataset=generated"]
 
 
@@ -193,6 +204,32 @@ def test_paper_presets_run_the_papers_model_in_the_authors_code(name):
         assert model.n_nonzero(index) == round(d * d / 4)
     if name.startswith("t3"):
         assert model.feature_shapes[0] == (484, 14, 14)  # 144 + 144 + 200 = 488 channels → 22²
+
+
+@pytest.mark.parametrize("name", needing_plugins("hydra/launcher"))
+def test_launcher_presets_extend_the_plugins_with_one_gpu_per_run(name):
+    hydra, _ = composed_with_hydra([f"hydra/launcher={name}"])
+    launcher = OmegaConf.to_container(hydra.launcher, resolve=True)
+    assert launcher["_target_"].startswith("hydra_plugins.")
+    if name == "slurm":  # the SLURM keys a cluster needs, one GPU per job
+        assert {"partition", "timeout_min", "cpus_per_task", "mem_gb"} <= set(launcher)
+        assert launcher["gpus_per_node"] == 1 and launcher["tasks_per_node"] == 1
+    if name == "joblib_gpus":
+        assert launcher["n_jobs"] >= 1
+    if name == "ray_gpus":
+        assert launcher["ray"]["remote"]["num_gpus"] in (0, 1)
+
+
+def test_tune_searches_layers_sparsity_and_iterations():
+    if plugin_missing("experiment/tune"):
+        pytest.skip(f"experiment=tune needs a Hydra plugin that is not installed: {plugin_missing('experiment/tune')}")
+    hydra, cfg = composed_with_hydra([experiment_override("tune")])
+    assert hydra.sweeper._target_.endswith("OptunaSweeper") and hydra.sweeper.direction == "maximize"
+    assert sweep_values(hydra.sweeper.params) == {"preset.layer_set": ["layer2", "layer3", "concat23", "separate23"],
+                                                  "ksvd.sparsity": ["0.125", "0.25", "0.5"],
+                                                  "ksvd.n_iter": ["5", "10", "20"]}
+    _, job = composed_with_hydra([experiment_override("tune"), "preset.layer_set=separate23"])
+    assert job["backbone"]["layers"] == ["layer2", "layer3"] and job["backbone"]["fusion"] == "separate"
 
 
 def test_top_level_seed_reaches_random_init():

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.transforms import Preprocess
-from ..sparse import batch_omp, ksvd
+from ..sparse import batch_omp, initial_dictionary, ksvd
 from .config import PSDLConfig
 from .gaussian import code_descriptors, fit_gaussian, mahalanobis
 from .maps import anomaly_maps, image_scores
@@ -39,6 +39,10 @@ class LocationModel(nn.Module):
     train_mse_ : (n_iter + 1, P) its mean squared error, ``‖X − ΓD‖²_F / (N·C)`` (the paper's figures)
     """
 
+    #: The dimension of each buffer that runs over the locations (a fit of a share of the
+    #: locations fills that slice of each).
+    location_dims = {"dictionaries_": 0, "mean_": 0, "precision_": 0, "train_error_": 1, "train_mse_": 1}
+
     def __init__(self, n_locations: int, n_atoms: int, n_features: int, n_iter: int) -> None:
         super().__init__()
         self.register_buffer("dictionaries_", torch.zeros(n_locations, n_atoms, n_features))
@@ -48,17 +52,22 @@ class LocationModel(nn.Module):
         self.register_buffer("train_mse_", torch.zeros(n_iter + 1, n_locations))
 
     def fit(self, signals: Tensor, config: PSDLConfig,
-            callback: Callable[[int, float], None] | None = None) -> Tensor:
+            callback: Callable[[int, float], None] | None = None, initial: Tensor | None = None) -> Tensor:
         """Learn from training signals (P, N, C); returns their Mahalanobis distances (P, N),
-        scored with fresh OMP codes as test signals are."""
+        scored with fresh OMP codes as test signals are.
+
+        ``initial`` (P, K, C), optional, replaces the starting atoms of ``config.init``: a fit of
+        a share of the locations passes its slice of :meth:`initial_dictionaries` of the whole
+        model, so that every location starts where it would in one fit of all of them.
+        """
         n_atoms = self.dictionaries_.shape[1]
         n_nonzero = config.nonzero_for(n_atoms, signals.shape[-1])
         generator = torch.Generator().manual_seed(config.seed)  # initial atoms are drawn on the CPU
-        engine = {} if config.dead_atoms == "replace" else {"dead_atoms": config.dead_atoms}
-        result = ksvd(signals, n_atoms, n_nonzero, config.n_iter, init=config.init,
+        result = ksvd(signals, n_atoms, n_nonzero, config.n_iter, init=config.init if initial is None else initial,
                       atom_update=config.atom_update, generator=generator, callback=callback,
-                      max_memory=config.max_memory, **engine)
-        fresh_codes = batch_omp(result.dictionary, signals, n_nonzero, max_memory=config.max_memory)
+                      max_memory=config.max_memory, dead_atoms=config.dead_atoms, kernel=config.kernel)
+        fresh_codes = batch_omp(result.dictionary, signals, n_nonzero, max_memory=config.max_memory,
+                                kernel=config.kernel)
         fresh = code_descriptors(signals, result.dictionary, fresh_codes)
         descriptors = fresh if config.stats_codes == "omp" else code_descriptors(signals, result.dictionary, result.codes)
         mean, precision = fit_gaussian(descriptors, config.covariance_reg)
@@ -73,10 +82,27 @@ class LocationModel(nn.Module):
         # per-category normalisation from training scores compares like with like.
         return mahalanobis(fresh, mean, precision)
 
-    def location_scores(self, signals: Tensor, n_nonzero: int, max_memory: int | None = None) -> tuple[Tensor, Tensor]:
+    def initial_dictionaries(self, config: PSDLConfig, locations: slice = slice(None)) -> Tensor:
+        """The starting atoms (float64, on the CPU) of ``locations`` of this model's P, as
+        :meth:`fit` draws them from ``config.seed`` for all P at once.
+
+        Random atoms are drawn for all P locations and then sliced, so a share of the locations
+        gets the same atoms whatever the number of shares; the other initial dictionaries are
+        the same at every location.
+        """
+        n_locations, n_atoms, n_features = self.dictionaries_.shape
+        wanted = range(n_locations)[locations]
+        if config.init != "random":
+            return initial_dictionary(config.init, len(wanted), n_atoms, n_features, dtype=torch.float64)
+        generator = torch.Generator().manual_seed(config.seed)
+        atoms = initial_dictionary("random", n_locations, n_atoms, n_features, generator=generator, dtype=torch.float64)
+        return atoms[locations].clone()
+
+    def location_scores(self, signals: Tensor, n_nonzero: int, max_memory: int | None = None,
+                        kernel: str = "auto") -> tuple[Tensor, Tensor]:
         """Mahalanobis distances (P, B) of test signals (P, B, C), and their descriptors (P, B, 2)."""
         dictionaries = self.dictionaries_.to(signals.dtype)
-        codes = batch_omp(dictionaries, signals, n_nonzero, max_memory=max_memory)
+        codes = batch_omp(dictionaries, signals, n_nonzero, max_memory=max_memory, kernel=kernel)
         descriptors = code_descriptors(signals, dictionaries, codes)
         return mahalanobis(descriptors, self.mean_.to(signals.dtype), self.precision_.to(signals.dtype)), descriptors
 
@@ -188,10 +214,12 @@ class PSDL(nn.Module):
             set_callback = None if callback is None else (lambda iteration, error, name=name: callback(name, iteration, error))
             scores = location_model.fit(signals, self.config, callback=set_callback)
             location_scores.append(scores.T.reshape(n_train, height, width))
-        self.train_scores_ = self._image_scores_in_batches(location_scores)
+        self.train_scores_ = self.image_scores_of(location_scores)
         self.train_categories = list(categories)
 
-    def _image_scores_in_batches(self, location_scores: list[Tensor], batch: int = 64) -> Tensor:
+    def image_scores_of(self, location_scores: Sequence[Tensor], batch: int = 64) -> Tensor:
+        """Image scores (N,) from per-location scores, one (N, h_i, w_i) tensor per feature set
+        (anomaly maps computed ``batch`` images at a time)."""
         scores = [image_scores(anomaly_maps([s[i : i + batch] for s in location_scores], self.image_size,
                                             self.config.sigma))
                   for i in range(0, location_scores[0].shape[0], batch)]
@@ -238,7 +266,7 @@ class PSDL(nn.Module):
         location_scores, descriptors = [], []
         for index, (features, location_model) in enumerate(zip(self.extract(images), self.sets)):
             scores, values = location_model.location_scores(to_signals(features.float()), self.n_nonzero(index),
-                                                            self.config.max_memory)
+                                                            self.config.max_memory, self.config.kernel)
             grid = (features.shape[0], *features.shape[-2:])
             location_scores.append(scores.T.reshape(grid))
             descriptors.append(values.transpose(0, 1).reshape(*grid, 2))

@@ -9,6 +9,7 @@ leaves a truncated model in place of a good one.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from ..data.transforms import Preprocess
 from ..features import FeatureExtractor, build_extractor
 from ..files import atomic_write
+from ..sparse import NativeKernelUnavailable, resolve_kernel
 from .config import PSDLConfig
 from .model import PSDL
 
@@ -116,4 +118,18 @@ def load_model(path: str | Path, *, backbone: str | None = None, layers: list[st
     model.threshold_categories = list(description.get("threshold_categories", []))
     model.threshold_rule = dict(description.get("threshold_rule") or {})
     model.provenance = dict(description.get("provenance") or {})
+    usable_kernel(model.config, torch.device(device), path)
     return model.to(device)
+
+
+def usable_kernel(config: PSDLConfig, device: torch.device, path: Path) -> None:
+    """A model fitted with ``kernel="triton"`` (CUDA) or ``"native"`` (CPU) scores with
+    ``"auto"`` where that kernel cannot run: the kernel changes speed, not the model."""
+    if config.kernel in ("auto", "torch") or (device.type == "cuda" and not torch.cuda.is_available()):
+        return  # (a missing CUDA device is model.to's error)
+    try:
+        resolve_kernel(config.kernel, torch.empty(0, device=device))
+    except (ValueError, NativeKernelUnavailable) as error:
+        warnings.warn(f"{path} was fitted with kernel={config.kernel!r}, which cannot run here ({error}); "
+                      f"scoring with kernel='auto'", stacklevel=3)
+        config.kernel = "auto"

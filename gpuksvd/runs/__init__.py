@@ -2,8 +2,11 @@
 
 :mod:`.config` turns the composed config into typed dataclasses, :mod:`.loops` feeds datasets
 to the detector (progress bars, timings), :mod:`.training` and :mod:`.evaluating` are the two
-runs, :mod:`.run_folder` and :mod:`.plots` write what a run folder holds. This layer (and the
-entry scripts) is where Hydra's config arrives; it reads plain dicts, so it runs without Hydra.
+runs, :mod:`.run_folder` and :mod:`.plots` write what a run folder holds. A run over several
+processes (torchrun) goes through :mod:`.distributed` (the process group, its checks and faults)
+and :mod:`.sharded` (which process does what); :mod:`.devices` gives parallel sweep jobs distinct
+GPUs. This layer (and the entry scripts) is where Hydra's config arrives; it reads plain dicts,
+so it runs without Hydra.
 """
 from .config import (
     PATH_KEYS,

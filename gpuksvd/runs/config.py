@@ -25,7 +25,7 @@ from ..features import BACKBONES, FUSIONS
 #: They are left out of sweep folder names, of report columns and of the comparison that decides
 #: whether a finished run can be reused.
 RESULT_NEUTRAL_KEYS = ("experiment", "device", "num_workers", "progress", "batch_size", "n_overlays",
-                       "skip_existing", "cache", "debug")
+                       "skip_existing", "cache", "debug", "distributed")
 
 #: Keys whose values are paths: left out of sweep folder names (slashes would nest folders), as
 #: is any other override whose value holds a slash; the run's config keeps them.
@@ -35,7 +35,7 @@ PATH_KEYS = ("dataset.root", "dataset.train_dir", "dataset.test_normal_dir", "da
 #: Override keys left out of a sweep job's folder name, so that re-running a sweep lands in the
 #: same folders; the Hydra config reads them through the ``gpuksvd.sweep_excluded_keys``
 #: resolver (:mod:`gpuksvd.runs.hydra_support`).
-SWEEP_DIRNAME_EXCLUDED = RESULT_NEUTRAL_KEYS[:1] + PATH_KEYS + RESULT_NEUTRAL_KEYS[1:]
+SWEEP_DIRNAME_EXCLUDED = RESULT_NEUTRAL_KEYS[:1] + PATH_KEYS + RESULT_NEUTRAL_KEYS[1:] + ("distributed.timeout_s",)
 
 #: Devices a config may name (``cuda:<index>`` too).
 DEVICES = ("auto", "cpu", "cuda")
@@ -142,6 +142,17 @@ class ThresholdConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """``distributed``: read only by a run over several processes (torchrun)."""
+
+    timeout_s: float
+
+    def __post_init__(self) -> None:
+        if not self.timeout_s > 0:
+            raise ConfigError(f"distributed.timeout_s must be > 0 seconds, got {self.timeout_s}: e.g. 1800")
+
+
+@dataclass(frozen=True)
 class ValidationConfig:
     """``threshold`` of evaluate.py: re-fit the thresholds on a labelled folder."""
 
@@ -193,6 +204,7 @@ class TrainConfig(RunSettings):
     save_patch_errors: bool
     report: ReportConfig
     preset: dict[str, Any]
+    distributed: DistributedConfig
     resolved: dict[str, Any]
 
 

@@ -50,8 +50,9 @@ def feature_key(model: PSDL, dataset: ImageDataset) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def load_features(path: Path) -> tuple[list[Tensor], list[str]] | None:
-    """The feature sets and categories of a cache file; None when it is absent or unreadable."""
+def load_features(path: Path, images: slice | None = None) -> tuple[list[Tensor], list[str]] | None:
+    """The feature sets and categories of a cache file (only ``images`` of them, when given);
+    None when it is absent or unreadable."""
     if not path.is_file():
         return None
     try:
@@ -59,14 +60,18 @@ def load_features(path: Path) -> tuple[list[Tensor], list[str]] | None:
 
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
+            if metadata.get("format") != FORMAT:
+                return None
+            names = [f"set_{i}" for i in range(int(metadata["n_sets"]))]
+            if images is None:
+                tensors = load_file(str(path))
+            else:  # read the slice only: a process of a distributed run holds a share of the images
+                tensors = {name: handle.get_slice(name)[images] for name in names}
     except (SafetensorError, OSError, ValueError) as error:
         log.warning("ignoring the unreadable feature cache file %s (%s)", path, error)
         return None
-    if metadata.get("format") != FORMAT:
-        return None
-    n_sets = int(metadata["n_sets"])
-    return [tensors[f"set_{i}"] for i in range(n_sets)], json.loads(metadata["categories"])
+    categories = json.loads(metadata["categories"])
+    return [tensors[name] for name in names], categories if images is None else categories[images]
 
 
 def save_features(path: Path, features: list[Tensor], categories: list[str]) -> Path:

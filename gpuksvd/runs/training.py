@@ -30,9 +30,11 @@ from ..detector.model_file import read_description
 from ..evaluation import MetricsReport, MissingMaskWarning, quantile_thresholds
 from ..features import build_extractor, get_spec
 from ..files import write_json, write_text
+from ..sparse import resolve_kernel
 from .config import TrainConfig, train_config
 from .fingerprint import differences, run_fingerprint, same_model, same_results
-from .loops import FitTimes, Predictions, evaluate_predictions, fit, peak_memory_bytes, predict, resolve_device
+from .distributed import Group, Solo, process_group
+from .loops import FitTimes, Predictions, evaluate_predictions, fit, peak_memory_bytes, predict
 from .run_folder import FAILED_FILE, METRICS_FILE, device_name, finite_or_none, save_patch_errors, write_figures
 
 log = logging.getLogger("gpuksvd")
@@ -63,39 +65,53 @@ def train_run(config: TrainConfig | Mapping[str, Any], run_dir: str | Path = "."
         config = train_config(config)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
-    splits = load_data(config)
-    fingerprint = run_fingerprint(config.resolved, splits)
-    finished = reusable_results(config, run_dir, fingerprint)
-    if finished is not None:
-        return finished
-    torch.manual_seed(config.seed)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    backbone = config.backbone
-    model_path = run_dir / config.model_file
-    model, times = reusable_model(model_path, fingerprint, device) if config.skip_existing else (None, None)
-    if model is None:
-        extractor = build_extractor(backbone.name, backbone.layers, weights=backbone.weights, fusion=backbone.fusion,
-                                    trim_to_square=backbone.trim_to_square)
-        model = PSDL(extractor, config.ksvd, splits.preprocess).to(device)
-        log.info("fitting %s %s on %d training images of %s (%d categories) on %s", backbone.name,
-                 "+".join(backbone.layers), len(splits.train), splits.name, len(splits.categories), device)
-        times = fit(model, splits.train, batch_size=config.batch_size, num_workers=config.num_workers,
-                    progress=config.progress, cache=config.cache)
-        model.set_thresholds(quantile_thresholds(model.train_scores_, model.train_categories, config.threshold.quantile),
-                             {"method": "quantile", "quantile": config.threshold.quantile,
-                              "of": "each category's training image scores"})
-        model.provenance = {"dataset": config.dataset.as_dict(), "fingerprint": fingerprint,
-                            "fit_times": vars(times)}
-        save_model(model, model_path)
-    try:
-        return evaluate_and_write(config, run_dir, model, splits, times, fingerprint, device)
-    except Exception as error:
-        raise FailedAfterFitError(
-            f"{type(error).__name__}: {error}. The model was fitted and saved at {model_path}: finish with "
-            f"`python evaluate.py model={model_path}`, or re-run this command (the model file is reused)"
-        ) from error
+    # A plain run is one process (Solo); under torchrun the group spreads the fit and the
+    # scoring over the processes (see gpuksvd.runs.sharded) and rank 0 writes the run folder.
+    with process_group(config.device, config.distributed.timeout_s) as group:
+        device = group.device
+        # kernel=triton on a CPU run, or native where no compiler builds it: say so before any work.
+        resolve_kernel(config.ksvd.kernel, torch.empty(0, device=device))
+        splits = group.root_first(lambda: load_data(config))
+        fingerprint = run_fingerprint(config.resolved, splits)
+        finished = group.from_root(lambda: reusable_results(config, run_dir, fingerprint))
+        if finished is not None:
+            return finished
+        torch.manual_seed(config.seed)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        backbone = config.backbone
+        model_path = run_dir / config.model_file
+        model, times = None, None
+        if config.skip_existing:
+            reusable = group.from_root(lambda: reusable_model_times(model_path, fingerprint))
+            if reusable is not None:
+                model, times = group.read_shared(model_path, lambda path: load_model(path, device=device)), reusable
+        if model is None:
+            extractor = build_extractor(backbone.name, backbone.layers, weights=backbone.weights,
+                                        fusion=backbone.fusion, trim_to_square=backbone.trim_to_square)
+            model = PSDL(extractor, config.ksvd, splits.preprocess).to(device)
+            group.check_model(model)
+            if group.is_root:
+                log.info("fitting %s %s on %d training images of %s (%d categories) on %s%s", backbone.name,
+                         "+".join(backbone.layers), len(splits.train), splits.name, len(splits.categories), device,
+                         "" if group.world_size == 1 else f" and {group.world_size - 1} other process(es)")
+            fit_on = fit if group.world_size == 1 else group.fit  # several processes: gpuksvd.runs.sharded
+            times = fit_on(model, splits.train, batch_size=config.batch_size, num_workers=config.num_workers,
+                           progress=config.progress, cache=config.cache)
+            model.set_thresholds(quantile_thresholds(model.train_scores_, model.train_categories,
+                                                     config.threshold.quantile),
+                                 {"method": "quantile", "quantile": config.threshold.quantile,
+                                  "of": "each category's training image scores"})
+            model.provenance = {"dataset": config.dataset.as_dict(), "fingerprint": fingerprint,
+                                "fit_times": vars(times)}
+            group.on_root(lambda: save_model(model, model_path))
+        try:
+            return evaluate_and_write(config, run_dir, model, splits, times, fingerprint, device, group)
+        except Exception as error:
+            raise FailedAfterFitError(
+                f"{type(error).__name__}: {error}. The model was fitted and saved at {model_path}: finish with "
+                f"`python evaluate.py model={model_path}`, or re-run this command (the model file is reused)"
+            ) from error
 
 
 def load_data(config: TrainConfig) -> DataSplits:
@@ -137,30 +153,40 @@ def reusable_results(config: TrainConfig, run_dir: Path, fingerprint: dict) -> d
     return None
 
 
-def reusable_model(path: Path, fingerprint: dict, device: torch.device) -> tuple[PSDL | None, FitTimes | None]:
-    """The model file of an interrupted run, when it was fitted on this config and data."""
+def reusable_model_times(path: Path, fingerprint: dict) -> FitTimes | None:
+    """The fit times of the model file of an interrupted run, when it was fitted on this config
+    and data (then the file can be loaded instead of fitting); None otherwise."""
     if not path.is_file():
-        return None, None
+        return None
     try:
         recorded = read_description(path).get("provenance", {})
     except (OSError, ValueError):
-        return None, None
+        return None
     if not same_model(recorded.get("fingerprint"), fingerprint):
         log.info("%s was fitted on another config or other data (%s): fitting again", path,
                  differences(recorded.get("fingerprint"), fingerprint))
-        return None, None
+        return None
     log.info("reusing the model file %s: fitted on this config and data", path)
-    model = load_model(path, device=device)
-    times = FitTimes(**recorded.get("fit_times", dict(features=math.nan, ksvd=math.nan, ksvd_per_iter=math.nan,
-                                                      total=math.nan)))
-    return model, times
+    return FitTimes(**recorded.get("fit_times", dict(features=math.nan, ksvd=math.nan, ksvd_per_iter=math.nan,
+                                                     total=math.nan)))
 
 
 def evaluate_and_write(config: TrainConfig, run_dir: Path, model: PSDL, splits: DataSplits, times: FitTimes,
-                       fingerprint: dict, device: torch.device) -> dict:
-    """Score the test split, write the run folder, ``metrics.json`` last."""
-    predictions = predict(model, splits.test, batch_size=config.batch_size, num_workers=config.num_workers,
-                          progress=config.progress, keep_descriptors=config.save_patch_errors)
+                       fingerprint: dict, device: torch.device, group: Solo | Group | None = None) -> dict:
+    """Score the test split (over the processes of ``group``), write the run folder (rank 0),
+    ``metrics.json`` last; every process returns its content."""
+    group = Solo(device) if group is None else group
+    predict_on = predict if group.world_size == 1 else group.predict  # several processes: rank 0 gets them all
+    predictions = predict_on(model, splits.test, batch_size=config.batch_size, num_workers=config.num_workers,
+                             progress=config.progress, keep_descriptors=config.save_patch_errors)
+    facts = group.run_facts(device)  # a distributed run's processes and peak memory per process
+    return group.from_root(lambda: write_results(config, run_dir, model, splits, times, fingerprint, device,
+                                                 predictions, facts))
+
+
+def write_results(config: TrainConfig, run_dir: Path, model: PSDL, splits: DataSplits, times: FitTimes,
+                  fingerprint: dict, device: torch.device, predictions: Predictions, facts: dict) -> dict:
+    """Compute the metrics of ``predictions`` and write the run folder, ``metrics.json`` last."""
     report = evaluate_quietly(predictions, model, splits.groups, config.normalize)
     if predictions.descriptors is not None:
         save_patch_errors(predictions, run_dir / "patch_errors.npz")
@@ -179,6 +205,7 @@ def evaluate_and_write(config: TrainConfig, run_dir: Path, model: PSDL, splits: 
             "test_images_per_s": len(predictions.image_scores) / max(predictions.seconds, 1e-9),
         },
         "peak_memory_bytes": peak_memory_bytes(device),
+        **facts,
         "n_train": len(splits.train),
         "n_test": len(splits.test),
         "image_size": list(model.image_size),

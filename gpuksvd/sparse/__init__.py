@@ -23,6 +23,7 @@ from .dictionaries import (
     initial_dictionary,
     random_dictionary,
 )
+from .dispatch import resolve_kernel
 from .inverse_factor import FACTOR_LAYOUTS
 from .ksvd import KSVDResult, ksvd
 from .native import NativeKernelUnavailable, NativeKernelWarning
@@ -32,5 +33,6 @@ __all__ = [
     "ATOM_UPDATES", "DEAD_ATOMS", "FACTOR_LAYOUTS", "INITS", "KERNELS", "KSVDResult", "LinearDependenceWarning",
     "NativeKernelUnavailable", "NativeKernelWarning", "batch_omp", "check_atom_update", "check_dead_atoms",
     "check_enough_signals", "check_kernel", "check_n_iter", "dct2d_dictionary", "dct_dictionary",
-    "haar2d_dictionary", "haar_dictionary", "initial_dictionary", "ksvd", "random_dictionary", "update_atoms",
+    "haar2d_dictionary", "haar_dictionary", "initial_dictionary", "ksvd", "random_dictionary", "resolve_kernel",
+    "update_atoms",
 ]

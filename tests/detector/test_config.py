@@ -25,6 +25,8 @@ def test_defaults_are_the_papers():
         (dict(stats_codes="both"), "stats_codes"),
         (dict(n_atoms=0), "n_atoms must be a positive integer"),
         (dict(sigma=-1.0), "sigma"),
+        (dict(kernel="cuda"), "unknown kernel 'cuda'"),
+        (dict(dead_atoms="drop"), "dead_atoms"),
     ],
 )
 def test_bad_values_are_named(kwargs, message):

@@ -129,3 +129,40 @@ def test_the_authors_mode_trims_to_a_square_and_keeps_dead_atoms(dead_atoms):
         assert bool(unchanged.all())
     else:
         assert float(unchanged.float().mean()) < 0.1  # replaced by (worst-represented) training signals
+
+
+@pytest.mark.parametrize("init", ["random", "dct"])
+def test_fitting_shares_of_the_locations_gives_the_whole_fit(init):
+    # What a run over several processes relies on: each fits a block of the locations, starting
+    # from its slice of the initial atoms drawn for all of them, and gets what one fit of all
+    # the locations gets, whatever the blocks (uneven ones included).
+    from gpuksvd.detector import LocationModel
+
+    config = PSDLConfig(n_atoms=16, n_iter=3, init=init, seed=7)
+    signals = torch.randn(11, 40, 24, generator=torch.Generator().manual_seed(8))
+    whole = LocationModel(11, 16, 24, config.n_iter)
+    whole_scores = whole.fit(signals, config)
+    assert torch.equal(whole.initial_dictionaries(config)[3:7], whole.initial_dictionaries(config, slice(3, 7)))
+    for blocks in ([slice(0, 6), slice(6, 11)], [slice(0, 4), slice(4, 8), slice(8, 11)]):
+        parts = []
+        for block in blocks:
+            part = LocationModel(block.stop - block.start, 16, 24, config.n_iter)
+            scores = part.fit(signals[block], config, initial=whole.initial_dictionaries(config, block))
+            parts.append((part, scores))
+        for name, dim in LocationModel.location_dims.items():
+            joined = torch.cat([getattr(part, name) for part, _ in parts], dim=dim)
+            error = (joined - getattr(whole, name)).abs().max().item()
+            assert torch.allclose(joined, getattr(whole, name), rtol=1e-4, atol=1e-5), (name, error)
+        joined_scores = torch.cat([scores for _, scores in parts])
+        assert torch.allclose(joined_scores, whole_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_image_scores_of_location_scores_are_the_training_scores(extractor):
+    # The training images scored as test images (fresh codes), location by location, then
+    # turned into image scores: the training scores the fit stored.
+    model, _ = fitted(extractor)
+    features = torch.randn(40, 128, 8, 8, generator=torch.Generator().manual_seed(3))  # fitted()'s
+    scores, _ = model.sets[0].location_scores(features.flatten(2).permute(2, 0, 1).contiguous(), model.n_nonzero(0))
+    by_image = model.image_scores_of([scores.T.reshape(40, 8, 8)])
+    assert torch.allclose(by_image, model.train_scores_, rtol=1e-4), (by_image - model.train_scores_).abs().max()
+    assert model.image_scores_of([torch.zeros(0, 8, 8)]).shape == (0,)

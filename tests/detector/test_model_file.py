@@ -93,3 +93,29 @@ def test_files_respect_the_umask(model, tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_the_kernel_reaches_the_engine_and_a_model_scores_where_its_kernel_cannot_run(model, tmp_path, monkeypatch):
+    # ksvd.kernel is how to compute, not what: a model fitted with kernel="triton" (CUDA) loads on a
+    # machine without it and scores with "auto", saying so; the maps are those of the torch path.
+    import gpuksvd.detector.model as model_module
+
+    seen = []
+    real = model_module.batch_omp
+    monkeypatch.setattr(model_module, "batch_omp", lambda *a, **k: seen.append(k["kernel"]) or real(*a, **k))
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    model.config.kernel = "torch"
+    try:
+        expected = model.anomaly_maps(images)
+        assert seen == ["torch"]
+        model.config.kernel = "triton"
+        path = save_model(model, tmp_path / "model.safetensors")
+    finally:
+        model.config.kernel = "auto"
+    assert read_description(path)["config"]["kernel"] == "triton"
+    monkeypatch.setattr("gpuksvd.sparse.dispatch._resolve_triton", lambda like: (_ for _ in ()).throw(
+        ValueError("kernel='triton' runs on CUDA float32/float64 tensors")))
+    with pytest.warns(UserWarning, match="fitted with kernel='triton', which cannot run here"):
+        loaded = load_model(path)
+    assert loaded.config.kernel == "auto"
+    torch.testing.assert_close(loaded.anomaly_maps(images), expected, rtol=1e-4, atol=1e-4)

@@ -56,3 +56,14 @@ def test_off_with_cache_false_and_a_broken_file_is_ignored(setup):
     assert load_features(path) is None
     save_features(path, [torch.ones(2, 3, 1, 1)], ["a", "b"])
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # written atomically, nothing else left
+
+
+def test_a_share_of_the_images_is_read_alone(tmp_path):
+    # A process of a distributed run reads only its images' features.
+    features = [torch.arange(5 * 3 * 2 * 2, dtype=torch.float32).view(5, 3, 2, 2), torch.randn(5, 4, 1, 1)]
+    path = save_features(tmp_path / "f.safetensors", features, ["a", "a", "b", "b", "c"])
+    share, categories = load_features(path, images=slice(1, 4))
+    assert all(torch.equal(part, whole[1:4]) for part, whole in zip(share, features))
+    assert categories == ["a", "b", "b"]
+    empty, none = load_features(path, images=slice(5, 5))
+    assert [part.shape[0] for part in empty] == [0, 0] and none == []
