@@ -98,6 +98,30 @@ class LocationModel(nn.Module):
         atoms = initial_dictionary("random", n_locations, n_atoms, n_features, generator=generator, dtype=torch.float64)
         return atoms[locations].clone()
 
+    def out_of_fold_scores(self, signals: Tensor, config: PSDLConfig, folds: Tensor,
+                           initial: Tensor | None = None,
+                           callback: Callable[[str, int, float], None] | None = None) -> Tensor:
+        """Mahalanobis distances (P, N) of training signals (P, N, C), each scored by dictionaries
+        and Gaussians fitted without its fold (``folds``: (N,) fold of each signal's image), as
+        test signals are scored. Leaves this model's buffers alone; ``initial`` as :meth:`fit`;
+        ``callback(label, iteration, error)`` follows each fold's K-SVD (label ``"fold k/n"``)."""
+        n_locations, n_atoms, n_features = self.dictionaries_.shape
+        n_nonzero = config.nonzero_for(n_atoms, n_features)
+        folds = folds.to(signals.device)
+        scores = signals.new_empty(signals.shape[:2])
+        names = folds.unique().tolist()
+        for number, fold in enumerate(names, 1):
+            held_out = folds == fold
+            label = f"fold {number}/{len(names)}"
+            part = LocationModel(n_locations, n_atoms, n_features, config.n_iter).to(signals.device)
+            if callback is not None:
+                callback(label, 0, float("nan"))
+            part.fit(signals[:, ~held_out], config, initial=initial,
+                     callback=None if callback is None else (lambda it, err, label=label: callback(label, it, err)))
+            scores[:, held_out] = part.location_scores(signals[:, held_out], n_nonzero, config.max_memory,
+                                                       config.kernel)[0].to(scores.dtype)
+        return scores
+
     def location_scores(self, signals: Tensor, n_nonzero: int, max_memory: int | None = None,
                         kernel: str = "auto") -> tuple[Tensor, Tensor]:
         """Mahalanobis distances (P, B) of test signals (P, B, C), and their descriptors (P, B, 2)."""
@@ -161,6 +185,9 @@ class PSDL(nn.Module):
         self.threshold_categories: list[str] = []
         self.threshold_rule: dict = {}
         self.provenance: dict = {}
+        #: Leak-free training image scores (N,) when a run asked for them (threshold.method=crossfit,
+        #: :meth:`out_of_fold_image_scores`); not saved in the model file.
+        self.out_of_fold_scores_: Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -170,11 +197,19 @@ class PSDL(nn.Module):
         channels = self.feature_shapes[index][0]
         return self.config.nonzero_for(self.config.atoms_for(channels), channels)
 
-    def check_training_size(self, n_train: int) -> None:
+    def check_training_size(self, n_train: int, fold_fit: int | None = None) -> None:
         """Refuse a training set smaller than any feature set's dictionaries need (before the
-        features are extracted)."""
+        features are extracted); ``fold_fit``: the images of the smallest fit of a crossfit
+        (:func:`gpuksvd.evaluation.smallest_fold_complement`), which must be enough too."""
         for (channels, _, _), name in zip(self.feature_shapes, self.extractor.set_names):
             self.config.check_training_size(n_train, channels, name)
+            atoms = self.config.atoms_for(channels)
+            if fold_fit is not None and fold_fit < atoms:
+                raise ValueError(
+                    f"threshold.method=crossfit fits {atoms}-atom dictionaries on {name!r} without each fold, on "
+                    f"{fold_fit} of the {n_train} training images, fewer than the {atoms} atoms: use "
+                    f"more folds (each fit keeps (folds-1)/folds of the images: threshold.folds=5 keeps 80 %), "
+                    f"threshold.method=quantile (in-sample thresholds), or more training images")
 
     def extract(self, images: Tensor) -> list[Tensor]:
         """Feature sets (B, C, h, w) of a batch, checked against the model's image size."""
@@ -199,12 +234,7 @@ class PSDL(nn.Module):
             Progress of each feature set's K-SVD (see :data:`FitCallback`).
         """
         n_train = feature_sets[0].shape[0]
-        for features, expected, name in zip(feature_sets, self.feature_shapes, self.extractor.set_names):
-            if tuple(features.shape[1:]) != tuple(expected) or features.shape[0] != n_train:
-                raise ValueError(
-                    f"training features of {name!r} have shape {tuple(features.shape)}, expected "
-                    f"({n_train}, {', '.join(map(str, expected))}) for {self.image_size} images"
-                )
+        self._check_training_features(feature_sets)
         location_scores = []
         for features, location_model, name, (_, height, width) in zip(
                 feature_sets, self.sets, self.extractor.set_names, self.feature_shapes):
@@ -216,6 +246,37 @@ class PSDL(nn.Module):
             location_scores.append(scores.T.reshape(n_train, height, width))
         self.train_scores_ = self.image_scores_of(location_scores)
         self.train_categories = list(categories)
+
+    def out_of_fold_image_scores(self, feature_sets: Sequence[Tensor], folds: Tensor,
+                                 callback: FitCallback | None = None) -> Tensor:
+        """Leak-free image scores (N,) of the training images: each image scored by dictionaries
+        and Gaussians fitted, with this model's settings, on the other folds only (``folds``:
+        (N,) fold of each image, e.g. :func:`gpuksvd.evaluation.crossfit_folds`). About one more
+        fit's work; the model's own buffers are not touched. ``callback`` sees each fold's fit as
+        a feature set named ``"<set> fold <k>/<n>"``."""
+        self._check_training_features(feature_sets)
+        n_train = feature_sets[0].shape[0]
+        if tuple(folds.shape) != (n_train,):
+            raise ValueError(f"folds must give the fold of each of the {n_train} training images, got shape "
+                             f"{tuple(folds.shape)}")
+        location_scores = []
+        for features, location_model, name, (_, height, width) in zip(
+                feature_sets, self.sets, self.extractor.set_names, self.feature_shapes):
+            signals = to_signals(features.to(self.device, torch.float32))
+            scores = location_model.out_of_fold_scores(signals, self.config, folds, callback=None if callback is None
+                                                       else (lambda label, iteration, error, name=name:
+                                                             callback(f"{name} {label}", iteration, error)))
+            location_scores.append(scores.T.reshape(n_train, height, width))
+        return self.image_scores_of(location_scores)
+
+    def _check_training_features(self, feature_sets: Sequence[Tensor]) -> None:
+        n_train = feature_sets[0].shape[0]
+        for features, expected, name in zip(feature_sets, self.feature_shapes, self.extractor.set_names):
+            if tuple(features.shape[1:]) != tuple(expected) or features.shape[0] != n_train:
+                raise ValueError(
+                    f"training features of {name!r} have shape {tuple(features.shape)}, expected "
+                    f"({n_train}, {', '.join(map(str, expected))}) for {self.image_size} images"
+                )
 
     def image_scores_of(self, location_scores: Sequence[Tensor], batch: int = 64) -> Tensor:
         """Image scores (N,) from per-location scores, one (N, h_i, w_i) tensor per feature set

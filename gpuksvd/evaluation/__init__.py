@@ -23,16 +23,20 @@ from .metrics import (
 from .normalization import NORMALIZATIONS, check_normalization, normalize_scores
 from .thresholds import (
     THRESHOLD_METHODS,
+    TRAINING_THRESHOLDS,
+    crossfit_folds,
     decide,
     f1_optimal_threshold,
+    fold_count,
     normalize_to_threshold,
     per_image,
     quantile_thresholds,
+    smallest_fold_complement,
 )
 
 __all__ = [
     "METRIC_NAMES", "METRIC_TITLES", "MetricsReport", "MissingMaskWarning", "NORMALIZATIONS", "THRESHOLD_METHODS",
-    "aupro", "check_normalization", "decide", "evaluate", "f1_optimal_threshold", "image_ap", "image_auroc",
+    "TRAINING_THRESHOLDS", "aupro", "check_normalization", "crossfit_folds", "decide", "fold_count", "evaluate", "f1_optimal_threshold", "image_ap", "image_auroc",
     "image_f1", "nanmean", "normalize_scores", "normalize_to_threshold", "per_image", "percent", "pixel_auroc",
-    "quantile_thresholds",
+    "quantile_thresholds", "smallest_fold_complement",
 ]

@@ -7,10 +7,19 @@ re-fitted on a labelled validation set as the F1-optimal threshold (:func:`f1_op
 anomalib's adaptive threshold). :func:`normalize_to_threshold` maps scores so that each
 category's threshold lands on 0.5, the convention anomalib users expect.
 
-Training scores come from fresh OMP codes of images the dictionaries were fitted on, so they
-run a little lower than those of unseen normal images: a training quantile flags somewhat more
-than ``1 − quantile`` of new normal images. A validation set of the line's own normal and
-defective parts fixes that (``evaluate.py threshold.validation_root=...``).
+Which training scores (``threshold.method`` of train.py):
+
+* ``crossfit`` (default): out-of-fold scores. The training images are dealt into folds
+  (:func:`crossfit_folds`, every category spread over all folds); each fold is scored by
+  dictionaries and Gaussians fitted on the other folds only, so every score is that of an image
+  the scoring model never saw, as a new normal part will be. It costs about one more fit.
+* ``quantile``: the in-sample scores of the final model. They come from fresh OMP codes of
+  images the dictionaries were fitted on and run lower than those of unseen normal images —
+  on the generated data low enough that every test image, normal or not, lands above the 0.99
+  quantile — so a training quantile flags far more than ``1 − quantile`` of new normal images.
+
+A validation set of the line's own normal and defective parts is better still
+(``evaluate.py threshold.validation_root=...``).
 """
 from __future__ import annotations
 
@@ -23,6 +32,50 @@ from torch import Tensor
 from .metrics import category_index, check_scores
 
 THRESHOLD_METHODS = ("quantile", "f1")
+
+#: How train.py fixes the thresholds: a quantile of out-of-fold (crossfit) or in-sample (quantile)
+#: training scores.
+TRAINING_THRESHOLDS = ("crossfit", "quantile")
+
+
+def crossfit_folds(categories: Sequence[str], n_folds: int, seed: int = 0) -> Tensor:
+    """The fold (0 … n_folds − 1) of each training image, int64 (N,).
+
+    Each category's images are shuffled (seeded) and the categories, one after another, are dealt
+    round robin over the folds: every category is spread over all folds (its images differ in
+    number by at most one between folds) and the folds' sizes differ by at most one, so each
+    fold's complement holds ``N − ceil(N / n_folds)`` images.
+    """
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
+        raise ValueError(f"threshold.folds must be an integer ≥ 2, got {n_folds!r}")
+    if len(categories) < n_folds:
+        raise ValueError(f"{len(categories)} training images cannot be split into {n_folds} folds")
+    names, index = category_index(categories, len(categories), "categories")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.cat([torch.nonzero(index == k).flatten()[torch.randperm(int((index == k).sum()), generator=generator)]
+                       for k in range(len(names))])
+    folds = torch.empty(len(categories), dtype=torch.int64)
+    folds[order] = torch.arange(len(categories)) % n_folds
+    return folds
+
+
+def smallest_fold_complement(n_train: int, n_folds: int) -> int:
+    """Training images of the smallest fit of a crossfit (``N − ceil(N / n_folds)``)."""
+    return n_train - math.ceil(n_train / n_folds)
+
+
+#: The most folds :func:`fold_count` chooses (each fold adds a fit on (k−1)/k of the images).
+MAX_AUTO_FOLDS = 10
+
+
+def fold_count(n_train: int, n_atoms: int) -> int:
+    """The fewest folds (2 … :data:`MAX_AUTO_FOLDS`) whose every fit keeps at least ``n_atoms``
+    training images (K-SVD's minimum); :data:`MAX_AUTO_FOLDS` + 1 when none does (the caller's
+    size check then refuses it with a message)."""
+    for n_folds in range(2, MAX_AUTO_FOLDS + 1):
+        if n_train >= n_folds and smallest_fold_complement(n_train, n_folds) >= n_atoms:
+            return n_folds
+    return MAX_AUTO_FOLDS + 1
 
 
 def quantile_thresholds(scores: Tensor, categories: Sequence[str], quantile: float) -> dict[str, float]:

@@ -18,7 +18,7 @@ from typing import Any, Union
 
 from ..data import DATASET_NAMES, Preprocess, dataset_option_keys, resolve_interpolation
 from ..detector import PSDLConfig
-from ..evaluation import METRIC_NAMES, check_normalization
+from ..evaluation import METRIC_NAMES, TRAINING_THRESHOLDS, check_normalization
 from ..features import BACKBONES, FUSIONS
 
 #: Top-level keys that never change a run's results (where it runs, how fast, what it shows).
@@ -131,14 +131,19 @@ class ThresholdConfig:
 
     method: str
     quantile: float
+    folds: int | None
 
     def __post_init__(self) -> None:
-        if self.method != "quantile":
+        if self.method not in TRAINING_THRESHOLDS:
             raise ConfigError(f"threshold.method={self.method!r}: train.py fixes thresholds as a quantile of the "
-                              "training scores (quantile); re-fit them F1-optimally with evaluate.py "
-                              "threshold.validation_root=<labelled folder>")
+                              "out-of-fold training scores (crossfit) or of the in-sample ones (quantile); re-fit "
+                              "them F1-optimally with evaluate.py threshold.validation_root=<labelled folder>")
         if not 0 < self.quantile <= 1:
             raise ConfigError(f"threshold.quantile must be in (0, 1], got {self.quantile}: e.g. 0.99")
+        if self.folds is not None and self.folds < 2:
+            raise ConfigError(f"threshold.folds must be null (the fewest folds whose fits keep enough images for the "
+                              f"atoms, from 2) or at least 2 (crossfit: each fold is scored by a model fitted on the "
+                              f"others), got {self.folds}")
 
 
 @dataclass(frozen=True)

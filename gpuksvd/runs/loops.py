@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..detector import PSDL, image_scores
-from ..evaluation import MetricsReport, evaluate, normalize_scores, per_image
+from ..evaluation import MetricsReport, crossfit_folds, evaluate, normalize_scores, per_image, smallest_fold_complement
 from .feature_cache import cached_features_path, load_features, save_features, size_text
 
 log = logging.getLogger("gpuksvd")
@@ -36,6 +36,7 @@ class FitTimes:
     ksvd: float
     ksvd_per_iter: float
     total: float
+    crossfit: float = 0.0  # the out-of-fold fits of threshold.method=crossfit (after the fit, not in total)
 
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
@@ -92,14 +93,17 @@ class KSVDProgress:
 
 
 def fit(model: PSDL, dataset: Dataset, *, batch_size: int = 32, num_workers: int = 0,
-        progress: bool = True, cache: bool = False) -> FitTimes:
+        progress: bool = True, cache: bool = False, folds: int | None = None, seed: int = 0) -> FitTimes:
     """Extract training features and fit ``model`` on them (all categories at once).
 
     With ``cache`` (an :class:`~gpuksvd.data.ImageDataset`), the features are read from, or
-    written to, the feature cache (:mod:`~gpuksvd.runs.feature_cache`).
+    written to, the feature cache (:mod:`~gpuksvd.runs.feature_cache`). With ``folds`` (≥ 2),
+    also set ``model.out_of_fold_scores_``, each training image scored by a model fitted
+    without its fold (:func:`~gpuksvd.evaluation.crossfit_folds`, seeded by ``seed``).
     """
     start = time.perf_counter()
-    model.check_training_size(len(dataset))  # before the (long) feature extraction
+    # before the (long) feature extraction
+    model.check_training_size(len(dataset), None if folds is None else smallest_fold_complement(len(dataset), folds))
     loaded, cache_path = None, None
     if cache:
         cache_path = cached_features_path(model, dataset)
@@ -124,8 +128,16 @@ def fit(model: PSDL, dataset: Dataset, *, batch_size: int = 32, num_workers: int
         tracker.close()
     synchronize(model.device)
     done = time.perf_counter()
+    if folds is not None:
+        fold_tracker = KSVDProgress(model.config.n_iter, progress)
+        try:
+            model.out_of_fold_scores_ = model.out_of_fold_image_scores(features, crossfit_folds(categories, folds, seed),
+                                                                       callback=fold_tracker)
+        finally:
+            fold_tracker.close()
+        synchronize(model.device)
     return FitTimes(features=extracted - start, ksvd=done - extracted, ksvd_per_iter=tracker.seconds_per_iteration,
-                    total=done - start)
+                    total=done - start, crossfit=time.perf_counter() - done)
 
 
 @dataclass

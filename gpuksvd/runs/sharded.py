@@ -37,6 +37,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..detector import PSDL, LocationModel
 from ..detector.model import to_signals
+from ..evaluation import crossfit_folds, smallest_fold_complement
 from .config import ConfigError
 from .feature_cache import cached_features_path, load_features
 from .loops import FitTimes, KSVDProgress, Predictions, extract_training_features, predict, synchronize
@@ -72,11 +73,12 @@ def check_locations(feature_shapes: Sequence[Sequence[int]], names: Sequence[str
 
 
 def fit_sharded(model: PSDL, dataset: Dataset, group, *, batch_size: int = 32, num_workers: int = 0,
-                progress: bool = True, cache: bool = False) -> FitTimes:
+                progress: bool = True, cache: bool = False, folds: int | None = None, seed: int = 0) -> FitTimes:
     """:func:`~gpuksvd.runs.loops.fit` over the processes of ``group`` (see the module docstring);
-    every process ends with the whole fitted model."""
+    every process ends with the whole fitted model (and, with ``folds``, the out-of-fold
+    training scores: each process runs the fold fits of its locations, as it runs the fit)."""
     start = time.perf_counter()
-    model.check_training_size(len(dataset))
+    model.check_training_size(len(dataset), None if folds is None else smallest_fold_complement(len(dataset), folds))
     shares = batch_shares(len(dataset), batch_size, group.world_size)
     mine = shares[group.rank]
     image_counts = [len(block) for block in shares]
@@ -86,7 +88,8 @@ def fit_sharded(model: PSDL, dataset: Dataset, group, *, batch_size: int = 32, n
     synchronize(model.device)
     extracted = time.perf_counter()
     tracker = KSVDProgress(model.config.n_iter, progress and group.is_root)
-    by_image = []
+    fold_of_image = None if folds is None else crossfit_folds(categories, folds, seed)
+    by_image, held_out_by_image, crossfit_seconds = [], [], 0.0
     try:
         for index, (location_model, name, (channels, height, width)) in enumerate(
                 zip(model.sets, model.extractor.set_names, model.feature_shapes)):
@@ -99,10 +102,17 @@ def fit_sharded(model: PSDL, dataset: Dataset, group, *, batch_size: int = 32, n
             part = LocationModel(len(locations), location_model.dictionaries_.shape[1], channels,
                                  model.config.n_iter).to(model.device)
             tracker(name, 0, float("nan"))
+            initial = location_model.initial_dictionaries(model.config, slice(locations.start, locations.stop))
             scores = part.fit(signals, model.config,
                               callback=lambda iteration, error, name=name: tracker(name, iteration, error),
-                              initial=location_model.initial_dictionaries(model.config,
-                                                                          slice(locations.start, locations.stop)))
+                              initial=initial)
+            if fold_of_image is not None:
+                crossfit_start = time.perf_counter()
+                held_out = part.out_of_fold_scores(signals, model.config, fold_of_image, initial=initial)
+                held_out_by_image.append(to_images(group, held_out, image_counts, location_counts, name)
+                                         .T.reshape(len(mine), height, width))
+                synchronize(model.device)
+                crossfit_seconds += time.perf_counter() - crossfit_start
             del signals
             for buffer, dim in LocationModel.location_dims.items():
                 getattr(location_model, buffer).copy_(
@@ -114,10 +124,14 @@ def fit_sharded(model: PSDL, dataset: Dataset, group, *, batch_size: int = 32, n
     train_scores = model.image_scores_of(by_image)
     model.train_scores_ = group.all_gather_along(train_scores, image_counts, 0, "training image scores")
     model.train_categories = categories
+    if fold_of_image is not None:
+        model.out_of_fold_scores_ = group.all_gather_along(model.image_scores_of(held_out_by_image), image_counts, 0,
+                                                           "out-of-fold training image scores")
     synchronize(model.device)
     done = time.perf_counter()
-    return FitTimes(features=extracted - start, ksvd=done - extracted, ksvd_per_iter=tracker.seconds_per_iteration,
-                    total=done - start)
+    return FitTimes(features=extracted - start, ksvd=done - extracted - crossfit_seconds,
+                    ksvd_per_iter=tracker.seconds_per_iteration, total=done - start - crossfit_seconds,
+                    crossfit=crossfit_seconds)
 
 
 def local_features(model: PSDL, dataset: Dataset, images: range, *, batch_size: int, num_workers: int,

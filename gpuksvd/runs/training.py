@@ -27,11 +27,12 @@ import torch
 from ..data import DataSplits, build_splits
 from ..detector import PSDL, load_model, save_model
 from ..detector.model_file import read_description
-from ..evaluation import MetricsReport, MissingMaskWarning, quantile_thresholds
+from ..evaluation import (MetricsReport, MissingMaskWarning, fold_count, quantile_thresholds,
+                          smallest_fold_complement)
 from ..features import build_extractor, get_spec
 from ..files import write_json, write_text
 from ..sparse import resolve_kernel
-from .config import TrainConfig, train_config
+from .config import ThresholdConfig, TrainConfig, train_config
 from .fingerprint import differences, run_fingerprint, same_model, same_results
 from .distributed import Group, Solo, process_group
 from .loops import FitTimes, Predictions, evaluate_predictions, fit, peak_memory_bytes, predict
@@ -96,12 +97,10 @@ def train_run(config: TrainConfig | Mapping[str, Any], run_dir: str | Path = "."
                          "+".join(backbone.layers), len(splits.train), splits.name, len(splits.categories), device,
                          "" if group.world_size == 1 else f" and {group.world_size - 1} other process(es)")
             fit_on = fit if group.world_size == 1 else group.fit  # several processes: gpuksvd.runs.sharded
+            folds = crossfit_folds_for(model, config.threshold, len(splits.train))
             times = fit_on(model, splits.train, batch_size=config.batch_size, num_workers=config.num_workers,
-                           progress=config.progress, cache=config.cache)
-            model.set_thresholds(quantile_thresholds(model.train_scores_, model.train_categories,
-                                                     config.threshold.quantile),
-                                 {"method": "quantile", "quantile": config.threshold.quantile,
-                                  "of": "each category's training image scores"})
+                           progress=config.progress, cache=config.cache, folds=folds, seed=config.seed)
+            model.set_thresholds(*training_thresholds(model, config.threshold, config.seed, folds))
             model.provenance = {"dataset": config.dataset.as_dict(), "fingerprint": fingerprint,
                                 "fit_times": vars(times)}
             group.on_root(lambda: save_model(model, model_path))
@@ -112,6 +111,36 @@ def train_run(config: TrainConfig | Mapping[str, Any], run_dir: str | Path = "."
                 f"{type(error).__name__}: {error}. The model was fitted and saved at {model_path}: finish with "
                 f"`python evaluate.py model={model_path}`, or re-run this command (the model file is reused)"
             ) from error
+
+
+def crossfit_folds_for(model: PSDL, rule: ThresholdConfig, n_train: int) -> int | None:
+    """The folds of ``threshold.method=crossfit`` (None for ``quantile``): ``threshold.folds``, or
+    the fewest whose fits keep enough images for the largest dictionaries (logged)."""
+    if rule.method != "crossfit":
+        return None
+    if rule.folds is not None:
+        return rule.folds
+    n_atoms = max(model.config.atoms_for(channels) for channels, _, _ in model.feature_shapes)
+    folds = fold_count(n_train, n_atoms)
+    log.info("thresholds from out-of-fold training scores: %d folds (each fit on %d of the %d training images; "
+             "threshold.method=quantile skips these fits)", folds, smallest_fold_complement(n_train, folds), n_train)
+    return folds
+
+
+def training_thresholds(model: PSDL, rule: ThresholdConfig, seed: int,
+                        folds: int | None = None) -> tuple[dict[str, float], dict]:
+    """Each category's decision threshold from the fitted model's training scores, and the rule
+    recorded beside them (no test label is used)."""
+    if rule.method == "crossfit":
+        scores, of = model.out_of_fold_scores_, (f"each category's out-of-fold training image scores ({folds} "
+                                                 f"folds, seed {seed}: every image scored by a model fitted without it)")
+    else:
+        scores, of = model.train_scores_, "each category's training image scores (in-sample)"
+    thresholds = quantile_thresholds(scores, model.train_categories, rule.quantile)
+    recorded = {"method": rule.method, "quantile": rule.quantile, "of": of}
+    if rule.method == "crossfit":
+        recorded["folds"] = folds
+    return thresholds, recorded
 
 
 def load_data(config: TrainConfig) -> DataSplits:
@@ -201,6 +230,7 @@ def write_results(config: TrainConfig, run_dir: Path, model: PSDL, splits: DataS
             "ksvd_s": times.ksvd,
             "ksvd_per_iter_s": times.ksvd_per_iter,
             "fit_s": times.total,
+            "crossfit_s": times.crossfit,
             "test_scoring_s": predictions.seconds,
             "test_images_per_s": len(predictions.image_scores) / max(predictions.seconds, 1e-9),
         },

@@ -166,3 +166,35 @@ def test_image_scores_of_location_scores_are_the_training_scores(extractor):
     by_image = model.image_scores_of([scores.T.reshape(40, 8, 8)])
     assert torch.allclose(by_image, model.train_scores_, rtol=1e-4), (by_image - model.train_scores_).abs().max()
     assert model.image_scores_of([torch.zeros(0, 8, 8)]).shape == (0,)
+
+
+def test_out_of_fold_scores_come_from_models_that_never_saw_the_image(extractor):
+    # Each training image is scored by a model fitted on the other folds only; the same as
+    # fitting that model by hand and scoring the held-out features as test features. The
+    # model's own fit is left alone, and held-out scores run higher than in-sample ones.
+    from gpuksvd.detector.model import to_signals
+    from gpuksvd.evaluation import crossfit_folds
+
+    model, _ = fitted(extractor, n_train=48)
+    features = torch.randn(48, 128, 8, 8, generator=torch.Generator().manual_seed(3))  # fitted()'s
+    folds = crossfit_folds(model.train_categories, 3, seed=1)
+    before = model.sets[0].dictionaries_.clone()
+    scores = model.out_of_fold_image_scores([features], folds)
+    assert torch.equal(model.sets[0].dictionaries_, before)
+    expected = torch.empty(48)
+    for fold in range(3):
+        held_out = folds == fold
+        by_hand = PSDL(extractor, model.config, GEOMETRY)
+        by_hand.fit_features([features[~held_out]])
+        location_scores, _ = by_hand.sets[0].location_scores(to_signals(features[held_out]), by_hand.n_nonzero(0))
+        expected[held_out] = by_hand.image_scores_of([location_scores.T.reshape(-1, 8, 8)])
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4)
+    assert float(scores.mean()) > float(model.train_scores_.mean())
+
+
+def test_a_crossfit_too_small_for_the_atoms_is_refused_before_extraction(extractor):
+    model = PSDL(extractor, PSDLConfig(n_atoms=16), GEOMETRY)
+    model.check_training_size(24, fold_fit=16)
+    with pytest.raises(ValueError, match=r"threshold.method=crossfit fits 16-atom dictionaries on 'layer2' without "
+                                         r"each fold, on 12 of the 24 training images.*threshold.folds=5"):
+        model.check_training_size(24, fold_fit=12)

@@ -6,12 +6,15 @@ import pytest
 import torch
 
 from gpuksvd.evaluation import (
+    crossfit_folds,
     decide,
     f1_optimal_threshold,
+    fold_count,
     image_f1,
     normalize_to_threshold,
     per_image,
     quantile_thresholds,
+    smallest_fold_complement,
 )
 
 
@@ -60,3 +63,32 @@ def test_decisions_missing_thresholds_and_normalisation():
     lows = per_image(["a", "b", "a", "a"], {"a": 1.0, "b": 8.0})
     normalized = normalize_to_threshold(torch.tensor([1.0, 10.0, 3.0, 100.0]), thresholds, lows)
     assert normalized.tolist() == [0.0, 0.5, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("n_folds", [2, 3, 5])
+def test_crossfit_folds_spread_every_category_over_balanced_folds(n_folds):
+    categories = ["a"] * 17 + ["b"] * 4 + ["c"] * 9 + ["d"]
+    folds = crossfit_folds(categories, n_folds, seed=3)
+    assert folds.dtype == torch.int64 and set(folds.tolist()) == set(range(n_folds))
+    sizes = torch.bincount(folds, minlength=n_folds)
+    assert int(sizes.max() - sizes.min()) <= 1
+    assert len(categories) - int(sizes.max()) == smallest_fold_complement(len(categories), n_folds)
+    for name in "abc":
+        counts = torch.bincount(folds[[c == name for c in categories]], minlength=n_folds)
+        assert int(counts.max() - counts.min()) <= 1, (name, counts)
+    assert torch.equal(folds, crossfit_folds(categories, n_folds, seed=3))
+    assert not torch.equal(folds, crossfit_folds(categories, n_folds, seed=4))
+
+
+def test_crossfit_folds_refuse_what_cannot_be_split():
+    with pytest.raises(ValueError, match="threshold.folds must be an integer ≥ 2"):
+        crossfit_folds(["a"] * 10, 1)
+    with pytest.raises(ValueError, match="3 training images cannot be split into 4 folds"):
+        crossfit_folds(["a"] * 3, 4)
+
+
+def test_fold_count_is_the_fewest_folds_whose_fits_keep_the_atoms():
+    assert fold_count(300, 112) == 2          # the default run: 150 images per fit
+    assert fold_count(24, 16) == 3            # 16 of 24
+    assert fold_count(60, 48) == 5            # a 60-image category with 48 atoms: 48 of 60
+    assert fold_count(50, 48) == 11           # none of 2 … 10 keeps 48: refused by the size check

@@ -70,6 +70,10 @@ def assert_same_run(single, other):
         for metric, value in table.items():
             assert b["metrics"]["per_category"][category][metric] == pytest.approx(value, abs=1e-6), (category, metric)
     assert b["main_metric"] == pytest.approx(a["main_metric"], abs=1e-6)
+    # the thresholds: out-of-fold scores (threshold.method=crossfit), each process fitting the
+    # folds of its locations
+    assert a["threshold_rule"]["method"] == "crossfit" and b["threshold_rule"] == a["threshold_rule"]
+    assert b["thresholds"] == pytest.approx(a["thresholds"], rel=1e-4)
     np.testing.assert_allclose(b["train_error"]["layer2"], a["train_error"]["layer2"], rtol=1e-4, atol=1e-6)
     return b
 

@@ -249,13 +249,32 @@ def test_run_files_get_the_umasks_mode(trained):
 def test_thresholds_are_stored_reported_and_give_an_f1(trained):
     run_dir, _, result = trained
     model = load_model(run_dir / "model.safetensors")
-    assert set(model.thresholds) == {"bottle", "grid"} and model.threshold_rule["quantile"] == 0.99
+    assert set(model.thresholds) == {"bottle", "grid"}
+    assert {key: model.threshold_rule[key] for key in ("method", "quantile", "folds")} == dict(
+        method="crossfit", quantile=0.99, folds=5)
     for category, threshold in model.thresholds.items():
+        # out-of-fold scores (the default) run above the in-sample ones the thresholds are not from
         scores = model.train_scores_[[c == category for c in model.train_categories]]
-        assert threshold == pytest.approx(float(torch.quantile(scores.double(), 0.99)))
+        assert threshold > float(torch.quantile(scores.double(), 0.99))
     assert result["thresholds"] == pytest.approx(model.thresholds)
+    assert result["times"]["crossfit_s"] > 0
     assert all(0 <= table["image_f1"] <= 1 for table in result["metrics"]["per_category"].values())
     assert "Image F1" in (run_dir / "metrics.md").read_text()
+
+
+@pytest.mark.parametrize("method", ["crossfit", "quantile"])
+def test_the_threshold_rule_takes_the_scores_it_names(method):
+    from types import SimpleNamespace
+
+    from gpuksvd.runs.config import ThresholdConfig
+    from gpuksvd.runs.training import training_thresholds
+
+    model = SimpleNamespace(train_scores_=torch.arange(10.0), out_of_fold_scores_=torch.arange(10.0) + 100,
+                            train_categories=["a"] * 5 + ["b"] * 5)
+    thresholds, rule = training_thresholds(model, ThresholdConfig(method=method, quantile=1.0, folds=None), seed=0,
+                                           folds=3 if method == "crossfit" else None)
+    assert thresholds == ({"a": 104.0, "b": 109.0} if method == "crossfit" else {"a": 4.0, "b": 9.0})
+    assert rule["method"] == method and ("folds" in rule) == (method == "crossfit")
 
 
 def test_user_mistakes_print_one_message_and_the_trace_goes_to_the_log(mvtec_root, tmp_path):
