@@ -70,6 +70,16 @@ def test_every_ksvd_option_builds_a_config(name):
     train_config(compose_dict([f"ksvd={name}"]))  # and the whole run config is well typed
 
 
+def test_the_default_is_full_and_best_adds_the_measured_improvements():
+    default, best = compose_dict([]), compose_dict(["ksvd=best"])
+    assert default["ksvd"] == compose_dict(["ksvd=full"])["ksvd"]
+    assert (default["ksvd"]["init"], default["ksvd"]["dead_atoms"], default["backbone"]["trim_to_square"]) == (
+        "dct", "replace", False)
+    assert {key: value for key, value in best["ksvd"].items() if value != default["ksvd"][key]} == dict(
+        atom_update="exact", stats_codes="omp")
+    assert best["backbone"] == default["backbone"] and best["dataset"] == default["dataset"]
+
+
 def test_group_folders_match_the_library():
     assert set(options("backbone")) == set(BACKBONES)
     assert {compose_dict([f"dataset={name}"])["dataset"]["name"] for name in options("dataset")} <= set(DATASET_NAMES)
