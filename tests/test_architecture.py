@@ -1,5 +1,6 @@
 """The package layout's rules, checked on the source: no import circles, the engine stands alone,
-no private names across sub-packages, and the library imports without Hydra."""
+no private names across sub-packages, the library imports without Hydra, and every module has its
+test file."""
 from __future__ import annotations
 
 import ast
@@ -99,6 +100,20 @@ def test_the_tests_and_benchmarks_import_no_private_names():
             if target.startswith("gpuksvd"):
                 private = [n for n in names if n.startswith("_")] + [p for p in target.split(".") if p.startswith("_")]
                 assert not private, f"{path.relative_to(ROOT)} imports private {private} from {target}"
+
+
+def test_every_module_has_its_test_file():
+    # The project promises one test file per module at the mirrored path (gpuksvd/<sub>/<name>.py is
+    # tested in tests/<sub>/test_<name>.py): a new module without one fails here, by name.
+    missing = []
+    for path in sorted(MODULES.values()):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        relative = path.relative_to(PACKAGE)
+        test_file = ROOT / "tests" / relative.with_name(f"test_{relative.name}")
+        if not test_file.is_file():
+            missing.append(f"{test_file.relative_to(ROOT)} (for {path.relative_to(ROOT)})")
+    assert not missing, "modules without their test file:\n" + "\n".join(missing)
 
 
 def test_only_the_run_glue_imports_hydra():
