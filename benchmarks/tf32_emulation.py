@@ -4,8 +4,9 @@
     python benchmarks/tf32_emulation.py --locations 8 --no-write
 
 A tensor-core matmul in TF32 rounds both inputs to a 10-bit mantissa (bf16: 7 bits) and
-accumulates in float32. This script rounds the signals and the dictionary the same way (round to
-nearest even on the float32 bit pattern), computes the projections ``α⁰ = D x`` and the Gram
+accumulates in float32. This script rounds the signals and the dictionary to those mantissas
+(round to nearest even on the float32 bit pattern; the hardware conversion rounds ties away from
+zero or truncates, which differs only on ties or by at most one more unit in the last place), computes the projections ``α⁰ = D x`` and the Gram
 matrix from the rounded inputs in float32, runs the same Batch-OMP, and compares with the float64
 reference (unrounded inputs, float64 arithmetic): the share of signals whose support is the same,
 and the relative error of the reconstructions ``γ D``. Plain float32 is measured the same way, as

@@ -22,6 +22,7 @@ from .metrics import (
 )
 from .normalization import NORMALIZATIONS, check_normalization, normalize_scores
 from .thresholds import (
+    MAX_AUTO_FOLDS,
     THRESHOLD_METHODS,
     TRAINING_THRESHOLDS,
     crossfit_folds,
@@ -35,7 +36,7 @@ from .thresholds import (
 )
 
 __all__ = [
-    "METRIC_NAMES", "METRIC_TITLES", "MetricsReport", "MissingMaskWarning", "NORMALIZATIONS", "THRESHOLD_METHODS",
+    "MAX_AUTO_FOLDS", "METRIC_NAMES", "METRIC_TITLES", "MetricsReport", "MissingMaskWarning", "NORMALIZATIONS", "THRESHOLD_METHODS",
     "TRAINING_THRESHOLDS", "aupro", "check_normalization", "crossfit_folds", "decide", "fold_count", "evaluate", "f1_optimal_threshold", "image_ap", "image_auroc",
     "image_f1", "nanmean", "normalize_scores", "normalize_to_threshold", "per_image", "percent", "pixel_auroc",
     "quantile_thresholds", "smallest_fold_complement",

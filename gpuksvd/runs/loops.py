@@ -137,7 +137,7 @@ def fit(model: PSDL, dataset: Dataset, *, batch_size: int = 32, num_workers: int
             fold_tracker.close()
         synchronize(model.device)
     return FitTimes(features=extracted - start, ksvd=done - extracted, ksvd_per_iter=tracker.seconds_per_iteration,
-                    total=done - start, crossfit=time.perf_counter() - done)
+                    total=done - start, crossfit=0.0 if folds is None else time.perf_counter() - done)
 
 
 @dataclass

@@ -27,12 +27,12 @@ import torch
 from ..data import DataSplits, build_splits
 from ..detector import PSDL, load_model, save_model
 from ..detector.model_file import read_description
-from ..evaluation import (MetricsReport, MissingMaskWarning, fold_count, quantile_thresholds,
+from ..evaluation import (MAX_AUTO_FOLDS, MetricsReport, MissingMaskWarning, fold_count, quantile_thresholds,
                           smallest_fold_complement)
 from ..features import build_extractor, get_spec
 from ..files import write_json, write_text
 from ..sparse import resolve_kernel
-from .config import ThresholdConfig, TrainConfig, train_config
+from .config import ConfigError, ThresholdConfig, TrainConfig, train_config
 from .fingerprint import differences, run_fingerprint, same_model, same_results
 from .distributed import Group, Solo, process_group
 from .loops import FitTimes, Predictions, evaluate_predictions, fit, peak_memory_bytes, predict
@@ -119,9 +119,15 @@ def crossfit_folds_for(model: PSDL, rule: ThresholdConfig, n_train: int) -> int 
     if rule.method != "crossfit":
         return None
     if rule.folds is not None:
+        if rule.folds > n_train:
+            raise ConfigError(f"threshold.folds={rule.folds} but there are only {n_train} training images: use at "
+                              f"most {n_train} folds, threshold.folds=null (chosen from the atoms), or "
+                              "threshold.method=quantile")
         return rule.folds
     n_atoms = max(model.config.atoms_for(channels) for channels, _, _ in model.feature_shapes)
     folds = fold_count(n_train, n_atoms)
+    if folds > MAX_AUTO_FOLDS:
+        return folds  # no fold count works: the size check before the features says so
     log.info("thresholds from out-of-fold training scores: %d folds (each fit on %d of the %d training images; "
              "threshold.method=quantile skips these fits)", folds, smallest_fold_complement(n_train, folds), n_train)
     return folds

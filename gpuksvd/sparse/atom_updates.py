@@ -119,8 +119,9 @@ def plan_atom_updates(signals: Tensor, n_atoms: int, exact: bool, stream_residua
                       max_memory: int | None = None, cache_budget: int | None = None, *,
                       kernel: str = "torch") -> UpdatePlan:
     """Whether the atom updates stream the residual, and their tiles of locations: within the
-    memory budget, and when streaming, sized for the residual to stay in the CPU's last-level
-    cache (``cache_budget`` bytes per tile; default: the cache's share per core). ``kernel`` is
+    memory budget, and when streaming on the CPU, sized for the residual to stay in the last-level
+    cache (``cache_budget`` bytes per tile; default: the cache's share per core; on other devices
+    the memory budget alone unless ``cache_budget`` is given). ``kernel`` is
     the resolved kernel (:func:`~gpuksvd.sparse.dispatch.resolve_kernel`).
 
     The native kernel takes one location per tile: its working memory is one location's residual
@@ -136,13 +137,17 @@ def plan_atom_updates(signals: Tensor, n_atoms: int, exact: bool, stream_residua
     n_locations, n_signals, n_features = signals.shape
     if kernel == "native":
         return UpdatePlan(False, [slice(p, p + 1) for p in range(n_locations)], "native")
-    cache_budget = tile_cache_budget() if cache_budget is None else cache_budget
+    cpu = signals.device.type == "cpu"
+    if cache_budget is None and cpu:
+        cache_budget = tile_cache_budget()
     streamed_bytes = streamed_bytes_per_location(n_signals, n_atoms, n_features, signals.dtype)
     if stream_residual is None:
-        stream_residual = not exact and signals.device.type == "cpu" and streamed_bytes <= cache_budget
+        stream_residual = not exact and cpu and streamed_bytes <= cache_budget
     if not stream_residual:
         per_location = gathered_bytes_per_location(n_signals, n_atoms, n_features, signals.dtype, exact)
         return UpdatePlan(False, location_tiles(n_locations, per_location, max_memory, signals.device))
+    if cache_budget is None:  # on a GPU no last-level cache bounds the tiles: the memory budget does
+        return UpdatePlan(True, location_tiles(n_locations, streamed_bytes, max_memory, signals.device))
     budget = cache_budget if max_memory is None else min(cache_budget, max_memory)
     return UpdatePlan(True, location_tiles(n_locations, streamed_bytes, budget, signals.device))
 

@@ -198,3 +198,5 @@ def test_a_crossfit_too_small_for_the_atoms_is_refused_before_extraction(extract
     with pytest.raises(ValueError, match=r"threshold.method=crossfit fits 16-atom dictionaries on 'layer2' without "
                                          r"each fold, on 12 of the 24 training images.*threshold.folds=5"):
         model.check_training_size(24, fold_fit=12)
+    with pytest.raises(ValueError, match=r"crossfit cannot work on 'layer2'.* at most 15 of the 16.*quantile"):
+        model.check_training_size(16, fold_fit=14)  # as many images as atoms: no fold count helps

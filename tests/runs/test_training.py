@@ -238,6 +238,14 @@ def test_every_config_value_is_checked_before_any_work(override, message, mvtec_
         train_run(composed(TINY + [f"dataset.root={mvtec_root}", override]), tmp_path / "run")
 
 
+def test_more_folds_than_training_images_fail_before_the_features(mvtec_root, tmp_path, monkeypatch):
+    import gpuksvd.runs.loops as loops
+
+    monkeypatch.setattr(loops, "extract_training_features", lambda *a, **k: pytest.fail("extracted features"))
+    with pytest.raises(ConfigError, match=r"threshold.folds=100 but there are only \d+ training images"):
+        train_run(composed(TINY + [f"dataset.root={mvtec_root}", "threshold.folds=100"]), tmp_path / "run")
+
+
 def test_run_files_get_the_umasks_mode(trained):
     run_dir, _, _ = trained
     mask = os.umask(0)

@@ -199,6 +199,18 @@ def test_update_tiles_follow_the_cache_budget():
     assert plan.kernel == "native" and plan.tiles == [slice(p, p + 1) for p in range(10)]
 
 
+def test_streamed_tiles_off_the_cpu_follow_the_memory_budget_not_the_cpus_cache(monkeypatch):
+    # On a GPU no last-level cache bounds a tile: the CPU's cache share per core would cut the
+    # locations into tiles of one or two and multiply the kernel launches.
+    monkeypatch.setattr("gpuksvd.sparse.atom_updates.tile_cache_budget", lambda: 1)
+    signals = torch.empty(10, 50, 8, device="meta")
+    per_location = streamed_bytes_per_location(50, 8, 8, torch.float32)
+    assert plan_atom_updates(signals, 8, False, stream_residual=True).tiles == [slice(0, 10)]
+    plan = plan_atom_updates(signals, 8, False, stream_residual=True, max_memory=3 * per_location)
+    assert plan.streamed and plan.tiles == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]
+    assert not plan_atom_updates(signals, 8, False).streamed  # streaming stays opt-in there
+
+
 def test_list_users_matches_stable_sort():
     gen = torch.Generator().manual_seed(0)
     codes = torch.randn(3, 10, 50, generator=gen) * (torch.rand(3, 10, 50, generator=gen) < 0.3)
