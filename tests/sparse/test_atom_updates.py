@@ -7,6 +7,7 @@ import torch
 
 from gpuksvd.sparse import batch_omp, update_atoms
 from gpuksvd.sparse.atom_updates import list_users, plan_atom_updates, streamed_bytes_per_location
+from tests.support.problems import planted_problem
 
 #: The ways a pass can run: the torch kernel streaming or gathering the residual, the native kernel.
 ROUTES = [pytest.param(dict(kernel="torch", stream_residual=True), id="torch-streamed"),
@@ -20,14 +21,7 @@ def coded_problem(seed, n_locations, n_signals, n_features, n_atoms, n_nonzero=3
     signals, or (``planted``) signals from a known sparse model plus a little noise."""
     gen = torch.Generator().manual_seed(seed)
     if planted:
-        true = torch.randn(n_locations, n_atoms, n_features, generator=gen, dtype=torch.float64)
-        true /= true.norm(dim=-1, keepdim=True)
-        support = torch.rand(n_locations, n_signals, n_atoms, generator=gen).argsort(-1)[..., :n_nonzero]
-        values = torch.randn(n_locations, n_signals, n_nonzero, generator=gen, dtype=torch.float64)
-        values = values.sign() * (0.5 + values.abs())
-        true_codes = torch.zeros(n_locations, n_signals, n_atoms, dtype=torch.float64).scatter_(-1, support, values)
-        signals = true_codes @ true + 0.02 * torch.randn(n_locations, n_signals, n_features, generator=gen,
-                                                         dtype=torch.float64)
+        _, signals = planted_problem(n_locations, n_signals, n_features, n_atoms, n_nonzero, noise=0.02, generator=gen)
     else:
         signals = torch.randn(n_locations, n_signals, n_features, generator=gen, dtype=torch.float64)
     dictionary = torch.randn(n_locations, n_atoms, n_features, generator=gen, dtype=torch.float64)

@@ -10,21 +10,9 @@ from gpuksvd.sparse.atom_updates import plan_atom_updates, run_update_pass
 from gpuksvd.sparse.omp import code_tiles, omp_tiles
 from tests.support.devices import DEVICES
 from tests.support.kernels import TRITON
+from tests.support.problems import planted_problem
 
 ksvd_module = importlib.import_module("gpuksvd.sparse.ksvd")  # the package's `ksvd` is the function
-
-
-def planted_problem(n_locations=3, n_signals=1500, n_features=16, n_atoms=24, n_nonzero=3,
-                    noise=0.01, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    true = torch.randn(n_locations, n_atoms, n_features, generator=gen, dtype=torch.float64)
-    true /= true.norm(dim=-1, keepdim=True)
-    support = torch.rand(n_locations, n_signals, n_atoms, generator=gen).argsort(-1)[..., :n_nonzero]
-    values = torch.randn(n_locations, n_signals, n_nonzero, generator=gen, dtype=torch.float64)
-    values = values.sign() * (0.5 + values.abs())
-    codes = torch.zeros(n_locations, n_signals, n_atoms, dtype=torch.float64).scatter_(-1, support, values)
-    signals = codes @ true + noise * torch.randn(n_locations, n_signals, n_features, generator=gen, dtype=torch.float64)
-    return true, signals
 
 
 def test_recovers_planted_dictionary(kernel):

@@ -6,11 +6,13 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 import torch
 
 from gpuksvd.sparse import batch_omp, native
+from tests.support import problems
 from tests.support.configs import ROOT
 
 
@@ -21,12 +23,7 @@ def fresh_cache(tmp_path, monkeypatch):
     return tmp_path / "kernels"
 
 
-def random_problem(n_locations=4, n_signals=80, n_features=24, n_atoms=37, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(0)
-    dictionary = torch.randn(n_locations, n_atoms, n_features, generator=gen, dtype=torch.float64)
-    dictionary /= dictionary.norm(dim=-1, keepdim=True)
-    signals = torch.randn(n_locations, n_signals, n_features, generator=gen, dtype=torch.float64)
-    return dictionary.to(dtype), signals.to(dtype)
+random_problem = partial(problems.random_problem, n_locations=4, n_signals=80, n_features=24, n_atoms=37)
 
 
 def test_builds_go_to_the_cache_folder_and_are_named_by_source_and_configuration():

@@ -1,6 +1,7 @@
 """Batch-OMP against scikit-learn's orthogonal_mp_gram, per-location loops and float64, on both
 kernels (the ``kernel`` fixture: torch and native)."""
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from sklearn.linear_model import orthogonal_mp_gram
 
 from gpuksvd.sparse import LinearDependenceWarning, batch_omp
 from gpuksvd.sparse.omp import LargestMagnitude, omp_bytes_per_location
+from tests.support import problems
 from tests.support.devices import DEVICES
 from tests.support.kernels import TRITON, torch_codes
 
@@ -20,12 +22,7 @@ def kernel(request):
     return request.param
 
 
-def random_problem(n_locations=4, n_signals=60, n_features=24, n_atoms=32, dtype=torch.float64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    dictionary = torch.randn(n_locations, n_atoms, n_features, generator=gen, dtype=torch.float64)
-    dictionary /= dictionary.norm(dim=-1, keepdim=True)
-    signals = torch.randn(n_locations, n_signals, n_features, generator=gen, dtype=torch.float64)
-    return dictionary.to(dtype), signals.to(dtype)
+random_problem = partial(problems.random_problem, n_locations=4, n_signals=60, n_features=24, n_atoms=32)
 
 
 @pytest.mark.parametrize("n_nonzero", [1, 5, 12])

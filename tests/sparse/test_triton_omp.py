@@ -4,6 +4,8 @@ scikit-learn's ``orthogonal_mp_gram`` (float64) and the torch path (``code_tiles
 Sizes are tiny: the interpreter executes every tile operation in numpy, about 1 ms each. The
 compiled kernel on a GPU is tested in ``test_triton_omp_cuda.py``.
 """
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from sklearn.linear_model import orthogonal_mp_gram
 pytest.importorskip("triton", reason="Triton ships with the CUDA build of torch")
 
 from tests.support.kernels import torch_codes  # noqa: E402
+from tests.support.problems import random_problem  # noqa: E402
 from gpuksvd.sparse.triton_omp import (ALPHA_WORDS_PER_THREAD, LaunchConfigError, factor_stride,  # noqa: E402
                                        fused_batch_omp, interpreting, plan_launch)
 
@@ -22,12 +25,7 @@ pytestmark = [
 ]
 
 
-def problem(n_locations=2, n_signals=20, n_features=16, n_atoms=24, dtype=torch.float64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    dictionary = torch.randn(n_locations, n_atoms, n_features, generator=gen, dtype=torch.float64)
-    dictionary /= dictionary.norm(dim=-1, keepdim=True)
-    signals = torch.randn(n_locations, n_signals, n_features, generator=gen, dtype=torch.float64)
-    return dictionary.to(dtype), signals.to(dtype)
+problem = partial(random_problem, n_locations=2, n_signals=20, n_features=16, n_atoms=24)
 
 
 def fused(dictionary, signals, n_nonzero, tol=None, **launch):

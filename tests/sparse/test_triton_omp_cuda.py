@@ -4,12 +4,15 @@ Skipped without a GPU, and in the interpreter that ``tests/conftest.py`` turns o
 compiled, in its own process (``benchmarks/gpu_check.sh`` does):
     GPUKSVD_TRITON_COMPILED=1 python -m pytest -q tests/sparse/test_triton_omp_cuda.py
 """
+from functools import partial
+
 import pytest
 import torch
 
 pytest.importorskip("triton", reason="Triton ships with the CUDA build of torch")
 
 from tests.support.kernels import torch_codes  # noqa: E402
+from tests.support.problems import random_problem  # noqa: E402
 from gpuksvd.sparse.triton_omp import fused_batch_omp, interpreting, plan_launch  # noqa: E402
 
 pytestmark = [
@@ -21,12 +24,7 @@ pytestmark = [
 DEVICE = torch.device("cuda")
 
 
-def problem(n_locations, n_signals, n_features, n_atoms, dtype=torch.float32, seed=0):
-    gen = torch.Generator(device=DEVICE).manual_seed(seed)
-    dictionary = torch.randn(n_locations, n_atoms, n_features, generator=gen, device=DEVICE, dtype=torch.float64)
-    dictionary /= dictionary.norm(dim=-1, keepdim=True)
-    signals = torch.randn(n_locations, n_signals, n_features, generator=gen, device=DEVICE, dtype=torch.float64)
-    return dictionary.to(dtype), signals.to(dtype)
+problem = partial(random_problem, dtype=torch.float32, device=DEVICE)
 
 
 def compare(dictionary, signals, n_nonzero, tol=None, **launch):
