@@ -33,12 +33,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.ksvd_speed import SCALES, Scale, commit, machine  # noqa: E402
+from benchmarks.ksvd_speed import SCALES, Scale, commit, machine, publish  # noqa: E402
 from gpuksvd.sparse import batch_omp, initial_dictionary  # noqa: E402
 from gpuksvd.sparse.atom_updates import plan_atom_updates, run_update_pass  # noqa: E402
 from gpuksvd.sparse.omp import code_tiles, omp_tiles  # noqa: E402
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 KERNELS = ("torch", "triton")
 SUPPORT_AGREEMENT = 0.99
 RECONSTRUCTION_TOLERANCE = 1e-3
@@ -178,10 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             print(iteration_rows[-1], flush=True)
         torch.cuda.empty_cache()
     text = render(omp_rows, iteration_rows, args)
-    print(text)
-    if not args.no_write:
-        with RESULTS.open("a") as results:
-            results.write(text)
+    publish(text, not args.no_write)
     disagree = [row["scale"] for row in omp_rows if row.get("agree") is False]
     if disagree:
         print(f"torch and Triton OMP disagree at: {', '.join(disagree)}", file=sys.stderr)

@@ -31,7 +31,7 @@ import torch
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.ksvd_speed import RESULTS, commit, machine  # noqa: E402
+from benchmarks.ksvd_speed import commit, machine, publish  # noqa: E402
 from benchmarks.pipeline_speed import Repeated  # noqa: E402
 
 
@@ -124,10 +124,7 @@ def main(argv: list[str] | None = None) -> str:
             "| processes | fit s (features / K-SVD and the rest) | speed-up | CPU s per process | "
             "peak memory per process GiB |\n"
             "|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n")
-    print("\n" + text)
-    if not args.no_write:
-        with open(RESULTS, "a") as stream:
-            stream.write("\n" + text)
+    publish("\n" + text, not args.no_write)
     return text
 
 

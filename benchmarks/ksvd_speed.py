@@ -149,6 +149,15 @@ def commit() -> str:
         return "unknown"
 
 
+def publish(text: str, write: bool = True) -> None:
+    """Print a benchmark's table and, with ``write``, append it to RESULTS.md (after a blank line)."""
+    print(text)
+    if write:
+        with RESULTS.open("a") as stream:
+            stream.write("\n" + text.strip("\n") + "\n")
+        print(f"appended to {RESULTS}")
+
+
 def load_average() -> str:
     try:
         return "/".join(f"{value:.1f}" for value in os.getloadavg())
@@ -226,11 +235,7 @@ def main(argv: list[str] | None = None) -> str:
         rows.append(row)
 
     table = render(rows, args, missing, load_start)
-    print(table)
-    if not args.no_write:
-        with open(RESULTS, "a") as stream:
-            stream.write(table + "\n")
-        print(f"appended to {RESULTS}")
+    publish(table, not args.no_write)
     return table
 
 

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.ksvd_speed import RESULTS, commit, machine  # noqa: E402
+from benchmarks.ksvd_speed import commit, machine, publish  # noqa: E402
 from gpuksvd.data import ImageDataset, Preprocess, list_dataset  # noqa: E402
 from gpuksvd.detector import PSDL, PSDLConfig  # noqa: E402
 from gpuksvd.evaluation import evaluate  # noqa: E402
@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> str:
         "",
     ]
     table = "\n".join(lines)
-    print(table)
-    if not args.no_write:
-        with open(RESULTS, "a") as stream:
-            stream.write(table + "\n")
+    publish(table, not args.no_write)
     return table
 
 

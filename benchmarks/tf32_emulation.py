@@ -30,11 +30,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.ksvd_speed import commit, machine  # noqa: E402
+from benchmarks.ksvd_speed import commit, machine, publish  # noqa: E402
 from gpuksvd.files import cache_dir  # noqa: E402
 from gpuksvd.sparse import batch_omp, ksvd  # noqa: E402
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 MANTISSA_BITS = {"float32": 23, "tf32": 10, "bf16": 7}
 
 
@@ -107,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {label} | " + " | ".join(f"{same:.4f} / {error:.1e}" for same, error in measured.values())
                      + " |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        with RESULTS.open("a") as results:
-            results.write(text)
+    publish(text, not args.no_write)
     return 0
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.ksvd_speed import RESULTS, commit, machine  # noqa: E402
+from benchmarks.ksvd_speed import commit, machine, publish  # noqa: E402
 from gpuksvd.data import ImageRecord  # noqa: E402
 from gpuksvd.data.dataset import verify_files  # noqa: E402
 
@@ -89,10 +89,7 @@ def main(argv: list[str] | None = None) -> str:
         lines.append(f"| {workers} | {cold:.1f} | {1000 * cold / args.n_images:.1f} | {warm:.2f} | "
                      f"{cold * MVTEC_IMAGES / args.n_images:.0f} s |")
     table = "\n".join(lines) + "\n"
-    print(table)
-    if not args.no_write:
-        with open(RESULTS, "a") as stream:
-            stream.write(table + "\n")
+    publish(table, not args.no_write)
     return table
 
 
