@@ -58,6 +58,30 @@
 #define MAX_BLOCK 8
 #endif
 
+/* Register blocks: the vectorised loops run over blocks of NB = 1 .. MAX_BLOCK vectors, NB a
+ * compile-time constant in each specialised function (so its accumulators stay in registers).
+ * FOR_WIDTHS(M) expands M(1) ... M(MAX_BLOCK): one specialisation per width. FOR_EACH_BLOCK(n_vec)
+ * walks n_vec vectors in ceil(n_vec / MAX_BLOCK) blocks of (nearly) equal size, calling
+ * BLOCK_CALL(NB, v0) (defined by the caller) for the block of NB vectors starting at vector v0. */
+#if MAX_BLOCK > 8
+#define FOR_WIDTHS_ABOVE_8(M) M(9) M(10) M(11) M(12) M(13) M(14) M(15) M(16)
+#else
+#define FOR_WIDTHS_ABOVE_8(M)
+#endif
+#define FOR_WIDTHS(M) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) FOR_WIDTHS_ABOVE_8(M)
+#define BLOCK_CASE(NB) \
+    case NB: BLOCK_CALL(NB, v0_); break;
+#define FOR_EACH_BLOCK(n_vec)                                                                         \
+    do {                                                                                              \
+        int n_blocks_ = ((n_vec) + MAX_BLOCK - 1) / MAX_BLOCK;                                        \
+        int v0_ = 0;                                                                                  \
+        for (int blk_ = 0; blk_ < n_blocks_; blk_++) {                                                \
+            int nb_ = ((n_vec) - v0_ + (n_blocks_ - blk_) - 1) / (n_blocks_ - blk_); /* spread evenly */ \
+            switch (nb_) { FOR_WIDTHS(BLOCK_CASE) }                                                   \
+            v0_ += nb_;                                                                               \
+        }                                                                                             \
+    } while (0)
+
 #if KERNEL_DOUBLE
 typedef double real;
 typedef int64_t bits_t;
@@ -211,24 +235,7 @@ INLINE int argmax_abs(const vec *restrict alpha, int n_vec) {
         *largest = m;                                                                                 \
     }
 
-DEFINE_BLOCK(1)
-DEFINE_BLOCK(2)
-DEFINE_BLOCK(3)
-DEFINE_BLOCK(4)
-DEFINE_BLOCK(5)
-DEFINE_BLOCK(6)
-DEFINE_BLOCK(7)
-DEFINE_BLOCK(8)
-#if MAX_BLOCK > 8
-DEFINE_BLOCK(9)
-DEFINE_BLOCK(10)
-DEFINE_BLOCK(11)
-DEFINE_BLOCK(12)
-DEFINE_BLOCK(13)
-DEFINE_BLOCK(14)
-DEFINE_BLOCK(15)
-DEFINE_BLOCK(16)
-#endif
+FOR_WIDTHS(DEFINE_BLOCK)
 
 /* The whole fused update over n_vec vectors, in blocks of at most MAX_BLOCK of (nearly) equal
  * size; returns the next atom, the first index of the largest |alpha|. */
@@ -236,21 +243,9 @@ INLINE int fused_update(vec *restrict alpha, vec *restrict diag_sq, vec *restric
                         const vec *restrict g_row, const vec *restrict q, size_t q_stride,
                         const real *restrict w, int k, real inv_d, real z, int n_vec) {
     vbits largest = splat_bits(0);
-    int n_blocks = (n_vec + MAX_BLOCK - 1) / MAX_BLOCK;
-    int v0 = 0;
-    for (int blk = 0; blk < n_blocks; blk++) {
-        int nb = (n_vec - v0 + (n_blocks - blk) - 1) / (n_blocks - blk); /* spread evenly */
-        switch (nb) {
-#define CASE(NB) \
-    case NB: block_##NB(alpha, diag_sq, q_new, g_row, q, q_stride, w, k, inv_d, z, &largest, v0); break;
-            CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
-#if MAX_BLOCK > 8
-            CASE(9) CASE(10) CASE(11) CASE(12) CASE(13) CASE(14) CASE(15) CASE(16)
-#endif
-#undef CASE
-        }
-        v0 += nb;
-    }
+#define BLOCK_CALL(NB, v0) block_##NB(alpha, diag_sq, q_new, g_row, q, q_stride, w, k, inv_d, z, &largest, v0)
+    FOR_EACH_BLOCK(n_vec);
+#undef BLOCK_CALL
     return first_index_of(alpha, n_vec, lanes_max(largest));
 }
 
@@ -457,42 +452,13 @@ INLINE void prefetch_row(const real *row, int Cp, int for_write) {
         }                                                                                             \
         for (int b = 0; b < NB; b++) out[v0 + b] = acc[b];                                            \
     }
-DEFINE_GATHER_SUM(1)
-DEFINE_GATHER_SUM(2)
-DEFINE_GATHER_SUM(3)
-DEFINE_GATHER_SUM(4)
-DEFINE_GATHER_SUM(5)
-DEFINE_GATHER_SUM(6)
-DEFINE_GATHER_SUM(7)
-DEFINE_GATHER_SUM(8)
-#if MAX_BLOCK > 8
-DEFINE_GATHER_SUM(9)
-DEFINE_GATHER_SUM(10)
-DEFINE_GATHER_SUM(11)
-DEFINE_GATHER_SUM(12)
-DEFINE_GATHER_SUM(13)
-DEFINE_GATHER_SUM(14)
-DEFINE_GATHER_SUM(15)
-DEFINE_GATHER_SUM(16)
-#endif
+FOR_WIDTHS(DEFINE_GATHER_SUM)
 
 static void gather_sum(vec *restrict out, const vec *restrict E, size_t stride, const int *restrict rows,
                        const real *restrict weight, int m, int n_vec) {
-    int n_blocks = (n_vec + MAX_BLOCK - 1) / MAX_BLOCK;
-    int v0 = 0;
-    for (int blk = 0; blk < n_blocks; blk++) {
-        int nb = (n_vec - v0 + (n_blocks - blk) - 1) / (n_blocks - blk);
-        switch (nb) {
-#define CASE(NB) \
-    case NB: gather_sum_##NB(out, E, stride, rows, weight, m, v0); break;
-            CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
-#if MAX_BLOCK > 8
-            CASE(9) CASE(10) CASE(11) CASE(12) CASE(13) CASE(14) CASE(15) CASE(16)
-#endif
-#undef CASE
-        }
-        v0 += nb;
-    }
+#define BLOCK_CALL(NB, v0) gather_sum_##NB(out, E, stride, rows, weight, m, v0)
+    FOR_EACH_BLOCK(n_vec);
+#undef BLOCK_CALL
 }
 
 /* block[i][v0 .. v0+NB) = E[rows_i][v0 .. v0+NB) + g_i d, and start = sum_i g_i block_i, accumulated
@@ -521,44 +487,15 @@ static void gather_sum(vec *restrict out, const vec *restrict E, size_t stride, 
         }                                                                                             \
         for (int b = 0; b < NB; b++) start[v0 + b] = acc[b];                                          \
     }
-DEFINE_GATHER_BLOCK(1)
-DEFINE_GATHER_BLOCK(2)
-DEFINE_GATHER_BLOCK(3)
-DEFINE_GATHER_BLOCK(4)
-DEFINE_GATHER_BLOCK(5)
-DEFINE_GATHER_BLOCK(6)
-DEFINE_GATHER_BLOCK(7)
-DEFINE_GATHER_BLOCK(8)
-#if MAX_BLOCK > 8
-DEFINE_GATHER_BLOCK(9)
-DEFINE_GATHER_BLOCK(10)
-DEFINE_GATHER_BLOCK(11)
-DEFINE_GATHER_BLOCK(12)
-DEFINE_GATHER_BLOCK(13)
-DEFINE_GATHER_BLOCK(14)
-DEFINE_GATHER_BLOCK(15)
-DEFINE_GATHER_BLOCK(16)
-#endif
+FOR_WIDTHS(DEFINE_GATHER_BLOCK)
 
 /* The exact update's gather: B = E_U + g d^T (m x n_vec, contiguous) and start = B^T g. */
 static void gather_block(vec *restrict block, vec *restrict start, const real *E, size_t stride,
                          const int *restrict rows, const real *restrict g, const vec *restrict atom, int m,
                          int n_vec) {
-    int n_blocks = (n_vec + MAX_BLOCK - 1) / MAX_BLOCK;
-    int v0 = 0;
-    for (int blk = 0; blk < n_blocks; blk++) {
-        int nb = (n_vec - v0 + (n_blocks - blk) - 1) / (n_blocks - blk);
-        switch (nb) {
-#define CASE(NB) \
-    case NB: gather_block_##NB(block, start, (const vec *)E, stride, rows, g, atom, m, n_vec, v0); break;
-            CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
-#if MAX_BLOCK > 8
-            CASE(9) CASE(10) CASE(11) CASE(12) CASE(13) CASE(14) CASE(15) CASE(16)
-#endif
-#undef CASE
-        }
-        v0 += nb;
-    }
+#define BLOCK_CALL(NB, v0) gather_block_##NB(block, start, (const vec *)E, stride, rows, g, atom, m, n_vec, v0)
+    FOR_EACH_BLOCK(n_vec);
+#undef BLOCK_CALL
 }
 
 /* ---- the leading singular pair of a gathered block ------------------------------------------- */
