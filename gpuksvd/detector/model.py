@@ -204,17 +204,18 @@ class PSDL(nn.Module):
         for (channels, _, _), name in zip(self.feature_shapes, self.extractor.set_names):
             self.config.check_training_size(n_train, channels, name)
             atoms = self.config.atoms_for(channels)
-            if fold_fit is not None and fold_fit < atoms and n_train - 1 < atoms:
+            if fold_fit is None or fold_fit >= atoms:
+                continue
+            if n_train - 1 < atoms:
                 raise ValueError(
                     f"threshold.method=crossfit cannot work on {name!r}: {atoms}-atom dictionaries need {atoms} "
                     f"training images in every fit and a fit without any fold keeps at most {n_train - 1} of the "
                     f"{n_train}: use threshold.method=quantile (in-sample thresholds) or more training images")
-            if fold_fit is not None and fold_fit < atoms:
-                raise ValueError(
-                    f"threshold.method=crossfit fits {atoms}-atom dictionaries on {name!r} without each fold, on "
-                    f"{fold_fit} of the {n_train} training images, fewer than the {atoms} atoms: use "
-                    f"more folds (each fit keeps (folds-1)/folds of the images: threshold.folds=5 keeps 80 %), "
-                    f"threshold.method=quantile (in-sample thresholds), or more training images")
+            raise ValueError(
+                f"threshold.method=crossfit fits {atoms}-atom dictionaries on {name!r} without each fold, on "
+                f"{fold_fit} of the {n_train} training images, fewer than the {atoms} atoms: use "
+                f"more folds (each fit keeps (folds-1)/folds of the images: threshold.folds=5 keeps 80 %), "
+                f"threshold.method=quantile (in-sample thresholds), or more training images")
 
     def extract(self, images: Tensor) -> list[Tensor]:
         """Feature sets (B, C, h, w) of a batch, checked against the model's image size."""
