@@ -70,8 +70,10 @@ def train_run(config: TrainConfig | Mapping[str, Any], run_dir: str | Path = "."
     # scoring over the processes (see gpuksvd.runs.sharded) and rank 0 writes the run folder.
     with process_group(config.device, config.distributed.timeout_s) as group:
         device = group.device
-        # kernel=triton on a CPU run, or native where no compiler builds it: say so before any work.
-        resolve_kernel(config.ksvd.kernel, torch.empty(0, device=device))
+        # kernel=triton on a CPU run, or native where no compiler builds it: say so before any work
+        # ("auto" never fails: it falls back to the torch path, and builds nothing before the fit).
+        if config.ksvd.kernel != "auto":
+            resolve_kernel(config.ksvd.kernel, torch.empty(0, device=device))
         splits = group.root_first(lambda: load_data(config))
         fingerprint = run_fingerprint(config.resolved, splits)
         finished = group.from_root(lambda: reusable_results(config, run_dir, fingerprint))
