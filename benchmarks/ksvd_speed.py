@@ -158,6 +158,24 @@ def publish(text: str, write: bool = True) -> None:
         print(f"appended to {RESULTS}")
 
 
+def default_run_signals() -> torch.Tensor | None:
+    """The training signals (P, N, C) of the default ``python train.py`` (EfficientNet-Lite0 block10:
+    112 channels on a 14×14 map, all categories of the generated data) from the feature cache that
+    run writes: of the cached single-set features of that shape, those of the most images (a
+    one-category run of the same backbone caches fewer); None when there are none."""
+    from safetensors.torch import load_file
+
+    from gpuksvd.files import cache_dir
+
+    best = None
+    for path in sorted((cache_dir() / "features").glob("*.safetensors")):
+        features = [value for value in load_file(str(path)).values() if value.ndim == 4]
+        if len(features) == 1 and tuple(features[0].shape[1:]) == (112, 14, 14):
+            if best is None or features[0].shape[0] > best.shape[0]:
+                best = features[0]
+    return None if best is None else best.float().flatten(2).permute(2, 0, 1).contiguous()
+
+
 def load_average() -> str:
     try:
         return "/".join(f"{value:.1f}" for value in os.getloadavg())

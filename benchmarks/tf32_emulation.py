@@ -30,8 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.ksvd_speed import commit, machine, publish  # noqa: E402
-from gpuksvd.files import cache_dir  # noqa: E402
+from benchmarks.ksvd_speed import commit, default_run_signals, machine, publish  # noqa: E402
 from gpuksvd.sparse import batch_omp, ksvd  # noqa: E402
 
 MANTISSA_BITS = {"float32": 23, "tf32": 10, "bf16": 7}
@@ -72,17 +71,11 @@ def random_problem(n_locations: int) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 
 def feature_problem(n_locations: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
-    from safetensors.torch import load_file
-
-    files = sorted((cache_dir() / "features").glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(files):
-        tensors = load_file(str(path))
-        features = [value for key, value in tensors.items() if value.ndim == 4]
-        if len(features) == 1 and features[0].shape[1] == 112:  # the default run: Lite0 block10
-            signals = features[0].float().flatten(2).permute(2, 0, 1)[:n_locations].contiguous()
-            result = ksvd(signals, 112, 28, 5)
-            return result.dictionary, signals, 28
-    return None
+    signals = default_run_signals()
+    if signals is None:
+        return None
+    signals = signals[:n_locations].contiguous()
+    return ksvd(signals, 112, 28, 5).dictionary, signals, 28
 
 
 def main(argv: list[str] | None = None) -> int:
